@@ -1,0 +1,1 @@
+"""Dagster definitions, one folder per domain with the same file roles in each."""

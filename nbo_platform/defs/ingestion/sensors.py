@@ -1,0 +1,112 @@
+"""The landing-zone sensor, and the plan it shares with ``nbo run``.
+
+``plan_landing_runs`` turns the files waiting in the landing zone into one run per event date,
+naming exactly the assets those files touch. The sensor requests those runs; ``nbo run`` executes the
+same plan in-process. The sensor's cursor holds the files it has requested but that the manifest
+does not list yet, so a file is requested once even while its run is queued.
+"""
+
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from nbo_platform.defs.resources import LakeResource, LandingZoneResource
+from nbo_platform.domain.feeds import LANDING_FEEDS
+from nbo_platform.domain.landing import planned_dates, scan_landing
+from nbo_platform.duck import connect
+from nbo_platform.lake import Lake
+
+OFFER_ASSETS = ("next_best_offer", "next_best_offer_unassigned", "next_best_offer_lookup")
+# What a file of each feed makes stale, besides the feed's own partition.
+DOWNSTREAM: dict[str, tuple[str, ...]] = {
+    "customer_activity": OFFER_ASSETS,
+    "customers": ("customers",),
+    "location_pings": (),
+    "transactions": (),
+}
+
+
+@dataclass
+class PlannedRun:
+    date: str
+    assets: set[str] = field(default_factory=set)
+    files: set[str] = field(default_factory=set)  # "<feed>/<relpath>@<size>:<mtime_ns>"
+
+    @property
+    def run_key(self) -> str:
+        digest = hashlib.sha256("\n".join(sorted(self.files)).encode()).hexdigest()[:16]
+        return f"landing:{self.date}:{digest}"
+
+
+def file_token(feed: str, relpath: str, size: int, mtime_ns: int) -> str:
+    return f"{feed}/{relpath}@{size}:{mtime_ns}"
+
+
+def plan_landing_runs(
+    lake: Lake, landing: LandingZoneResource, now: datetime | None = None, skip: set[str] | None = None
+) -> list[PlannedRun]:
+    """One planned run per event date touched by a pending file (``skip``: tokens already requested)."""
+    now = now or datetime.now(UTC)
+    con = connect()
+    runs: dict[str, PlannedRun] = {}
+    changed_customer_dates: set[str] = set()
+    for name, feed in LANDING_FEEDS.items():
+        pending, _ = scan_landing(con, lake, landing.landing_dir, feed)
+        for f in pending:
+            token = file_token(name, f.relpath, f.size, f.mtime_ns)
+            if skip and token in skip:
+                continue
+            for d in planned_dates(con, f.path, feed, now) or {now.date().isoformat()}:
+                run = runs.setdefault(d, PlannedRun(d))
+                run.assets |= {feed.table, *DOWNSTREAM[name]}
+                run.files.add(token)
+                if name == "customers":
+                    changed_customer_dates.add(d)
+    if changed_customer_dates:
+        # A new customer version changes the offers of every later activity already processed.
+        first = min(changed_customer_dates)
+        for d in lake.dates("customer_activity"):
+            if d >= first:
+                runs.setdefault(d, PlannedRun(d)).assets |= {"customers", *OFFER_ASSETS}
+    for run in runs.values():
+        if "customers" in run.assets and not run.files:
+            run.files.add(f"customers-changed-since:{min(changed_customer_dates)}")
+    return [runs[d] for d in sorted(runs)]
+
+
+@dg.sensor(
+    name="landing_zone_sensor",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a run for each event date a new landing file touches, for exactly the assets "
+    "that file feeds. Runs in event-date order.",
+    target=dg.AssetSelection.groups("ingestion", "offers") | dg.AssetSelection.assets("customers"),
+)
+def landing_zone_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, landing: LandingZoneResource):
+    in_flight: set[str] = set(json.loads(context.cursor)) if context.cursor else set()
+    the_lake = lake.lake()
+    # Forget requested files the manifest now lists (ingested) so the cursor stays small.
+    con = connect()
+    still_pending = {
+        file_token(name, f.relpath, f.size, f.mtime_ns)
+        for name, feed in LANDING_FEEDS.items()
+        for f in scan_landing(con, the_lake, landing.landing_dir, feed)[0]
+    }
+    in_flight &= still_pending
+    plan = plan_landing_runs(the_lake, landing, skip=in_flight)
+    if not plan:
+        context.update_cursor(json.dumps(sorted(in_flight)))
+        return dg.SkipReason("no new landing files")
+    for run in plan:
+        in_flight |= {t for t in run.files if "@" in t}
+        yield dg.RunRequest(
+            run_key=run.run_key,
+            partition_key=run.date,
+            asset_selection=[dg.AssetKey(a) for a in sorted(run.assets)],
+            tags={"nbo/trigger": "landing_zone_sensor", "nbo/files": str(len(run.files))},
+        )
+    context.update_cursor(json.dumps(sorted(in_flight)))

@@ -1,0 +1,112 @@
+"""Next Best Offer: the offer for each activity, and the same rows with the offer's name and URL."""
+
+
+import dagster as dg
+
+from nbo_platform.defs.ingestion.assets import FEED_ASSET_KEYS
+from nbo_platform.defs.partitions import daily_partitions
+from nbo_platform.defs.reference.assets import RULES_SNAPSHOT
+from nbo_platform.defs.resources import LakeResource, WarehouseResource
+from nbo_platform.domain.offers import assign_offers, offer_lookup_sql
+from nbo_platform.domain.rules import load_rules
+from nbo_platform.duck import connect, sql_literal
+
+ACTIVITY = FEED_ASSET_KEYS["customer_activity"]
+
+
+def _activity_sql(lake, dates: list[str]) -> str | None:
+    files = [str(f) for d in dates for f in lake.partition_files("customer_activity", d)]
+    return f"(SELECT * FROM read_parquet({files}))" if files else None
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "next_best_offer",
+            deps=[ACTIVITY, "customers", "nbo_rules"],
+            group_name="offers",
+            kinds={"duckdb", "parquet"},
+            owners=["team:marketing"],
+            description="The offer picked for each activity: the customer version valid at the activity's "
+            "event time (ASOF join), the first matching rule of `nbo_rules`, else the default offer. "
+            "`rule_id` names the rule that fired.",
+        ),
+        dg.AssetSpec(
+            "next_best_offer_unassigned",
+            deps=[ACTIVITY, "customers"],
+            group_name="offers",
+            kinds={"duckdb", "parquet"},
+            owners=["team:marketing"],
+            description="Activities that got no offer because the customer was unknown at that time "
+            "(reason `unknown_customer`), kept with the detail instead of being lost.",
+        ),
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def next_best_offer(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
+    the_lake = lake.lake()
+    con = connect()
+    rules = load_rules(the_lake.table_dir("nbo_rules") / RULES_SNAPSHOT)
+    dates = list(context.partition_keys)
+    activity = _activity_sql(the_lake, dates)
+    if activity is None:
+        activity = "(SELECT NULL::BIGINT customer_id, NULL::BIGINT activity_id, NULL::VARCHAR activity_type, " \
+                   "NULL::DOUBLE propensity_to_buy, NULL::TIMESTAMPTZ event_time WHERE false)"
+    customers = f"(SELECT * FROM read_parquet('{the_lake.table_dir('customers')}/customers.parquet'))"
+    result = assign_offers(con, activity, customers, rules)
+    for table in ("next_best_offer", "next_best_offer_unassigned"):
+        for d in dates:
+            target = the_lake.partition_dir(table, d) / "data.parquet"
+            the_lake.write(con, f"SELECT * FROM {table} WHERE event_time::DATE = {sql_literal(d)}::DATE", target)
+    warehouse.publish(the_lake)
+    by_offer = con.execute(
+        "SELECT offer_id, rule_id, count(*) AS activities FROM next_best_offer GROUP BY ALL ORDER BY offer_id"
+    ).df()
+    yield dg.MaterializeResult(
+        asset_key="next_best_offer",
+        metadata={
+            "dagster/row_count": result.assigned,
+            "offers_by_rule": dg.MetadataValue.md(by_offer.to_markdown(index=False)),
+            "rules_source": rules.source,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="next_best_offer_unassigned", metadata={"dagster/row_count": result.unassigned}
+    )
+
+
+@dg.asset(
+    deps=["next_best_offer", "offers"],
+    partitions_def=daily_partitions,
+    group_name="offers",
+    kinds={"duckdb", "parquet"},
+    owners=["team:marketing"],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    description="`next_best_offer` enriched with the offer's name and URL (the recipe's final stream).",
+)
+def next_best_offer_lookup(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    the_lake = lake.lake()
+    con = connect()
+    offers = the_lake.scan_sql("offers", hive=False)
+    rows = 0
+    for d in context.partition_keys:
+        files = [str(f) for f in the_lake.partition_files("next_best_offer", d)]
+        target = the_lake.partition_dir("next_best_offer_lookup", d) / "data.parquet"
+        if not files:
+            target.unlink(missing_ok=True)
+            continue
+        rows += the_lake.write(con, offer_lookup_sql(f"read_parquet({files})", offers), target)
+    warehouse.publish(the_lake)
+    preview = []
+    files = [str(f) for d in context.partition_keys for f in the_lake.partition_files("next_best_offer_lookup", d)]
+    if files:
+        preview = con.execute(f"SELECT * FROM read_parquet({files}) LIMIT 10").df()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "no rows"),
+        }
+    )

@@ -1,0 +1,44 @@
+"""Checks on Next Best Offer: every activity is accounted for."""
+
+
+import dagster as dg
+
+from nbo_platform.defs.resources import LakeResource
+from nbo_platform.duck import connect
+
+
+@dg.asset_check(
+    asset="next_best_offer",
+    name="every_activity_accounted_for",
+    additional_deps=["customer_activity", "next_best_offer_unassigned"],
+    description="Each accepted activity has exactly one row in `next_best_offer` or in "
+    "`next_best_offer_unassigned` for every date that has offers computed.",
+    blocking=True,
+)
+def every_activity_accounted_for(lake: LakeResource) -> dg.AssetCheckResult:
+    the_lake = lake.lake()
+    con = connect()
+    dates = the_lake.dates("next_best_offer") + the_lake.dates("next_best_offer_unassigned")
+    problems = []
+    for d in sorted(set(dates)):
+        files = lambda t: [str(f) for f in the_lake.partition_files(t, d)]  # noqa: E731
+        parts = [f"SELECT activity_id FROM read_parquet({files(t)})" for t in
+                 ("next_best_offer", "next_best_offer_unassigned") if files(t)]
+        activity = files("customer_activity")
+        if not activity:
+            problems.append(f"{d}: offers exist but no activity")
+            continue
+        missing, extra, dupes = con.execute(
+            f"""
+            WITH out AS ({' UNION ALL '.join(parts)}),
+                 act AS (SELECT activity_id FROM read_parquet({activity}))
+            SELECT (SELECT count(*) FROM act ANTI JOIN out USING (activity_id)),
+                   (SELECT count(*) FROM out ANTI JOIN act USING (activity_id)),
+                   (SELECT count(*) - count(DISTINCT activity_id) FROM out)
+            """
+        ).fetchone()
+        if missing or extra or dupes:
+            problems.append(f"{d}: {missing} activities without a row, {extra} rows without activity, {dupes} repeated")
+    return dg.AssetCheckResult(
+        passed=not problems, metadata={"dates_checked": len(set(dates)), "details": "\n".join(problems) or "none"}
+    )

@@ -1,0 +1,132 @@
+"""Reference data: offers, the offer rules and customers as a history of versions."""
+
+
+import shutil
+from datetime import UTC, datetime
+
+import dagster as dg
+import pyarrow as pa
+
+from nbo_platform.defs.ingestion.assets import FEED_ASSET_KEYS
+from nbo_platform.defs.resources import LakeResource, LandingZoneResource, WarehouseResource
+from nbo_platform.domain.customers import customer_versions_sql
+from nbo_platform.domain.feeds import OFFERS, REFERENCE_CUSTOMERS
+from nbo_platform.domain.landing import find_reference_file, load_reference
+from nbo_platform.domain.rules import DEFAULT_RULES_PATH, lint, load_rules, rule_condition_sql
+from nbo_platform.duck import connect
+
+RULES_SNAPSHOT = "nbo_rules.yaml"
+
+
+def _preview(con, sql: str, limit: int = 10) -> dg.MarkdownMetadataValue:
+    return dg.MetadataValue.md(con.execute(f"SELECT * FROM ({sql}) LIMIT {limit}").df().to_markdown(index=False))
+
+
+@dg.asset(
+    group_name="reference",
+    kinds={"parquet", "duckdb"},
+    owners=["team:marketing"],
+    description="The offers the bank can make (`reference/offers`): offer_id, offer_name, offer_url.",
+)
+def offers(lake: LakeResource, warehouse: WarehouseResource, landing: LandingZoneResource) -> dg.MaterializeResult:
+    path = find_reference_file(landing.reference_dir, "offers")
+    if path is None:
+        raise FileNotFoundError(f"{landing.reference_dir}: no offers file (offers.csv, .parquet or .jsonl)")
+    con, the_lake = connect(), lake.lake()
+    loaded = load_reference(con, the_lake, OFFERS, path, loaded_at=datetime.now(UTC))
+    the_lake.write(con, f"SELECT * EXCLUDE (_line) FROM {loaded.view} ORDER BY offer_id",
+                   the_lake.table_dir("offers") / "offers.parquet")
+    warehouse.publish(the_lake)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": loaded.rows_accepted,
+            "rows_read": loaded.rows_read,
+            "rows_quarantined": loaded.rows_quarantined,
+            "source": str(path),
+            "preview": _preview(con, f"SELECT * EXCLUDE (_line) FROM {loaded.view}"),
+        }
+    )
+
+
+@dg.asset(
+    group_name="reference",
+    kinds={"yaml", "parquet"},
+    owners=["team:marketing"],
+    description="The ordered Next Best Offer rules (`reference/nbo_rules.yaml`; the recipe's five rules "
+    "when the file is absent). A snapshot is kept in the lake so every offer can be traced to the rules "
+    "in force; the `rules_lint` check reports rules that can never fire.",
+)
+def nbo_rules(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource, landing: LandingZoneResource
+) -> dg.MaterializeResult:
+    source = landing.reference_dir / "nbo_rules.yaml"
+    if not source.exists():
+        context.log.info(f"{source} not found: using the shipped default rules")
+        source = DEFAULT_RULES_PATH
+    rules = load_rules(source)  # raises RulesError naming the file and the rule
+    the_lake = lake.lake()
+    target_dir = the_lake.table_dir("nbo_rules")
+    target_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target_dir / f".{RULES_SNAPSHOT}.tmp"
+    shutil.copyfile(source, tmp)
+    tmp.replace(target_dir / RULES_SNAPSHOT)
+    findings = {f.rule.position: f.message for f in lint(rules) if f.rule}
+    table = pa.table(
+        {
+            "position": [r.position for r in rules.rules] + [len(rules.rules) + 1],
+            "rule_id": [r.id for r in rules.rules] + ["default"],
+            "offer_id": [r.offer_id for r in rules.rules] + [rules.default_offer],
+            "condition_sql": [rule_condition_sql(r) for r in rules.rules] + ["no earlier rule matched"],
+            "lint": [findings.get(r.position) for r in rules.rules] + [None],
+        }
+    )
+    con = connect()
+    con.register("rules_table", table)
+    the_lake.write(con, "SELECT * FROM rules_table", target_dir / "nbo_rules.parquet")
+    warehouse.publish(the_lake)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(rules.rules),
+            "source": str(source),
+            "default_offer": rules.default_offer,
+            "rules": dg.MetadataValue.md(table.to_pandas().to_markdown(index=False)),
+        }
+    )
+
+
+@dg.asset(
+    group_name="reference",
+    kinds={"parquet", "duckdb"},
+    owners=["team:data-engineering"],
+    deps=[FEED_ASSET_KEYS["customers"]],
+    description="Customers as a history of versions (valid_from, valid_to) from the reference snapshot "
+    "(`reference/customers`) and the `customers` change feed. Every join with customers uses the version "
+    "valid at the event's time. Holds contact data for delivery; the warehouse view shows only hashes.",
+)
+def customers(lake: LakeResource, warehouse: WarehouseResource, landing: LandingZoneResource) -> dg.MaterializeResult:
+    con, the_lake = connect(), lake.lake()
+    path = find_reference_file(landing.reference_dir, "customers")
+    snapshot = None
+    loaded = None
+    if path is not None:
+        loaded = load_reference(con, the_lake, REFERENCE_CUSTOMERS, path, loaded_at=datetime.now(UTC))
+        snapshot = loaded.view
+    updates = the_lake.scan_sql("customer_updates") if the_lake.has_files("customer_updates") else None
+    if snapshot is None and updates is None:
+        raise FileNotFoundError(
+            f"no customers: neither {landing.reference_dir}/customers.(csv|parquet|jsonl) nor customer change files"
+        )
+    sql = customer_versions_sql(snapshot, updates, landing.pii_salt)
+    rows = the_lake.write(con, sql, the_lake.table_dir("customers") / "customers.parquet")
+    (n_customers,) = con.execute(
+        f"SELECT count(DISTINCT customer_id) FROM read_parquet('{the_lake.table_dir('customers')}/customers.parquet')"
+    ).fetchone()
+    warehouse.publish(the_lake)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "customers": int(n_customers),
+            "versions_per_customer": round(rows / n_customers, 3) if n_customers else 0.0,
+            "snapshot_rows_quarantined": loaded.rows_quarantined if loaded else 0,
+        }
+    )

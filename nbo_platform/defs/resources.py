@@ -1,0 +1,60 @@
+"""Dagster resources: the Parquet lake, the analysts' warehouse and the landing zone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from nbo_platform import warehouse as wh
+from nbo_platform.lake import Lake
+from nbo_platform.settings import Settings, load_settings
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The data lake root: a local path or a ``file://`` URI."""
+
+    uri: str
+
+    def lake(self) -> Lake:
+        return Lake(self.uri)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The analysts' DuckDB file; the pipeline only ever replaces it whole (see ``warehouse.py``)."""
+
+    path: str
+
+    def publish(self, lake: Lake) -> list[str]:
+        return wh.publish(lake, Path(self.path))
+
+
+class LandingZoneResource(dg.ConfigurableResource):
+    """Where files arrive and reference data is maintained, and how ingestion treats them."""
+
+    data_dir: str
+    partitions_start: str = "2024-01-01"
+    pii_salt: str = Settings.pii_salt
+
+    @property
+    def landing_dir(self) -> Path:
+        return Path(self.data_dir) / "landing"
+
+    @property
+    def reference_dir(self) -> Path:
+        return Path(self.data_dir) / "reference"
+
+    @property
+    def lock_dir(self) -> Path:
+        return Path(self.data_dir) / ".nbo" / "locks"
+
+
+def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    s = settings or load_settings()
+    return {
+        "lake": LakeResource(uri=s.lake_uri),
+        "warehouse": WarehouseResource(path=str(s.warehouse_path)),
+        "landing": LandingZoneResource(
+            data_dir=str(s.data_dir), partitions_start=s.partitions_start, pii_salt=s.pii_salt
+        ),
+    }

@@ -1,0 +1,1 @@
+"""Domain logic: plain, vectorized functions with no orchestration imports."""

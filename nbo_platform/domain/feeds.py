@@ -1,0 +1,155 @@
+"""Schemas of the landing feeds and reference tables (the data contract, as code).
+
+One declaration per feed drives the single ingestion mechanism in ``landing.py``: column types,
+required columns, value checks, the de-duplication key and the column that gives the event date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ColumnType = Literal["string", "int", "float", "timestamp", "bool"]
+
+CHANNELS = ("sms", "push", "email", "voice")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: ColumnType
+    required: bool = True
+    # SQL predicate over the typed value (``{c}`` is the column) and the reason given when it fails.
+    check: str | None = None
+    check_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Feed:
+    name: str  # folder under landing/ (or the reference file's stem)
+    table: str  # lake table the accepted rows land in
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    event_time: str | None = None  # column whose UTC date partitions the table
+    # Columns replaced by a salted SHA-256 at ingestion: never needed raw downstream.
+    hashed: tuple[str, ...] = ()
+    description: str = ""
+    extra_checks: tuple[tuple[str, str], ...] = field(default=())  # (row predicate, reason)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+def _range(lo: float, hi: float) -> str:
+    return f"{{c}} BETWEEN {lo} AND {hi}"
+
+
+CUSTOMER_COLUMNS: tuple[Column, ...] = (
+    Column("customer_id", "int"),
+    Column("first_name", "string", required=False),
+    Column("last_name", "string", required=False),
+    Column("email", "string", required=False, check="{c} LIKE '%_@_%'", check_reason="not an email address"),
+    Column("phone", "string", required=False),
+    Column("gender", "string", required=False),
+    Column("income", "int", check="{c} >= 0", check_reason="negative"),
+    Column("fico", "int", check=_range(300, 850), check_reason="outside [300, 850]"),
+    Column("location_opt_in", "bool", required=False),
+    Column("marketing_opt_in", "bool", required=False),
+    Column(
+        "preferred_channel",
+        "string",
+        required=False,
+        check="{c} IN " + str(CHANNELS),
+        check_reason="not one of " + ", ".join(CHANNELS),
+    ),
+    Column("updated_at", "timestamp"),
+)
+
+CUSTOMER_UPDATES = Feed(
+    name="customers",
+    table="customer_updates",
+    columns=CUSTOMER_COLUMNS,
+    key=("customer_id", "updated_at"),
+    event_time="updated_at",
+    description="Customer change events (CDC): each row is a new version of a customer's profile.",
+)
+
+CUSTOMER_ACTIVITY = Feed(
+    name="customer_activity",
+    table="customer_activity",
+    columns=(
+        Column("customer_id", "int"),
+        Column("activity_id", "int"),
+        Column("ip_address", "string", required=False),
+        Column("activity_type", "string"),
+        Column("propensity_to_buy", "float", check=_range(0, 1), check_reason="outside [0, 1]"),
+        # Optional by contract: a missing event_time means the time the file was ingested.
+        Column("event_time", "timestamp", required=False),
+    ),
+    key=("activity_id",),
+    event_time="event_time",
+    hashed=("ip_address",),
+    description="Customers' banking activity (branch visits, deposits, app and web sessions).",
+)
+
+LOCATION_PINGS = Feed(
+    name="location_pings",
+    table="location_pings",
+    columns=(
+        Column("customer_id", "int"),
+        Column("event_time", "timestamp"),
+        Column("lat", "float", check=_range(-90, 90), check_reason="latitude outside [-90, 90]"),
+        Column("lon", "float", check=_range(-180, 180), check_reason="longitude outside [-180, 180]"),
+        Column("accuracy_m", "float", required=False, check="{c} >= 0", check_reason="negative accuracy"),
+    ),
+    key=("customer_id", "event_time"),
+    event_time="event_time",
+    description="Location pings of customers' mobile app.",
+)
+
+TRANSACTIONS = Feed(
+    name="transactions",
+    table="transactions",
+    columns=(
+        Column("transaction_id", "int"),
+        Column("customer_id", "int"),
+        Column("store_id", "int"),
+        Column("amount", "float", check="{c} >= 0", check_reason="negative amount"),
+        Column("event_time", "timestamp"),
+    ),
+    key=("transaction_id",),
+    event_time="event_time",
+    description="Card purchases at stores of the bank's allies.",
+)
+
+LANDING_FEEDS: dict[str, Feed] = {
+    f.name: f for f in (CUSTOMER_UPDATES, CUSTOMER_ACTIVITY, LOCATION_PINGS, TRANSACTIONS)
+}
+
+# Reference tables go through the same validation; they are snapshots, so they have no event date.
+# A reference customer row without updated_at is valid from the beginning of time.
+REFERENCE_CUSTOMERS = Feed(
+    name="reference/customers",
+    table="customers",
+    columns=tuple(
+        Column(c.name, c.type, required=False) if c.name == "updated_at" else c for c in CUSTOMER_COLUMNS
+    ),
+    key=("customer_id", "updated_at"),
+    description="The customer snapshot the marketing team maintains.",
+)
+
+OFFERS = Feed(
+    name="reference/offers",
+    table="offers",
+    columns=(
+        Column("offer_id", "int"),
+        Column("offer_name", "string"),
+        Column("offer_url", "string", required=False),
+    ),
+    key=("offer_id",),
+    description="The offers the bank can make.",
+)

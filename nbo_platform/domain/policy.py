@@ -1,0 +1,44 @@
+"""The notification policy file (``reference/policy.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+
+class PolicyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Policy:
+    cooldown_minutes: float = 60
+    attribution_window_minutes: float = 15
+    max_accuracy_m: float = 100
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise PolicyError(f"{source}: invalid YAML: {e}") from e
+    doc = doc or {}
+    if not isinstance(doc, dict):
+        raise PolicyError(f"{source}: expected a mapping of settings")
+    known = {f.name for f in fields(Policy)}
+    unknown = set(doc) - known
+    if unknown:
+        raise PolicyError(f"{source}: unknown key(s) {sorted(unknown)} (allowed: {sorted(known)})")
+    for k, v in doc.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise PolicyError(f"{source}: {k} must be a non-negative number, got {v!r}")
+    return Policy(**doc)
+
+
+def load_policy(path: Path) -> Policy:
+    """The policy in ``path``; the defaults when the file does not exist."""
+    if not path.exists():
+        return Policy()
+    return parse_policy(path.read_text(), source=str(path))

@@ -1,0 +1,105 @@
+"""The analysts' warehouse: ``warehouse.duckdb``, every output table as a view over the lake.
+
+DuckDB allows one writer per file, and a reader holding the file open blocks a writer. The pipeline
+therefore never writes into the warehouse analysts have open: it builds a new small file of views
+(no data; the views read the lake's Parquet at query time, so they always show the latest rows)
+and renames it over the old one. A reader keeps the file it opened; the next connection sees the
+new one. Computation happens in in-memory DuckDB connections over Parquet (``duck.py``).
+
+Columns with raw contact data or IP addresses never reach the warehouse: the views leave them out
+or mask them, and keep the salted hashes instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from nbo_platform.lake import Lake
+
+_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+_IPV4 = r"\b[0-9]{1,3}(\.[0-9]{1,3}){3}\b"
+_PHONE = r"\+?[0-9][0-9 ()-]{6,}[0-9]"
+
+
+@dataclass(frozen=True)
+class WarehouseTable:
+    name: str
+    lake_table: str
+    partitioned: bool = True
+    exclude: tuple[str, ...] = ()
+    replace: tuple[tuple[str, str], ...] = ()  # (column, SQL expression)
+    description: str = ""
+
+
+def mask_pii_sql(column: str) -> str:
+    return (
+        f"regexp_replace(regexp_replace(regexp_replace({column}, '{_EMAIL}', '<email>', 'g'), "
+        f"'{_IPV4}', '<ip>', 'g'), '{_PHONE}', '<phone>', 'g')"
+    )
+
+
+TABLES: tuple[WarehouseTable, ...] = (
+    WarehouseTable("customers", "customers", False, exclude=("email", "phone"),
+                   description="Customer versions (valid_from/valid_to); contacts as salted hashes."),
+    WarehouseTable("customer_updates", "customer_updates", exclude=("email", "phone"),
+                   description="Customer change events as ingested."),
+    WarehouseTable("customer_activity", "customer_activity", description="Customers' banking activity."),
+    WarehouseTable("location_pings", "location_pings", description="Location pings as ingested."),
+    WarehouseTable("transactions", "transactions", description="Purchases at allies' stores."),
+    WarehouseTable("offers", "offers", False, description="The offers the bank can make."),
+    WarehouseTable("nbo_rules", "nbo_rules", False, description="The offer rules in force."),
+    WarehouseTable("next_best_offer", "next_best_offer", description="The offer picked for each activity."),
+    WarehouseTable("next_best_offer_lookup", "next_best_offer_lookup",
+                   description="next_best_offer with the offer's name and URL."),
+    WarehouseTable("next_best_offer_unassigned", "next_best_offer_unassigned",
+                   description="Activities that got no offer, with the reason."),
+    WarehouseTable("quarantine", "quarantine", False, replace=(("raw", mask_pii_sql("raw")),),
+                   description="Rejected input rows with feed, file, line and reason (contacts masked)."),
+    WarehouseTable("landing_manifest", "landing_manifest", False,
+                   description="Every landing file ingested, with its row counts."),
+)
+
+
+def view_sql(lake: Lake, t: WarehouseTable) -> str:
+    star = "*"
+    if t.exclude or t.replace:
+        star = f"* EXCLUDE ({', '.join((*t.exclude, *(c for c, _ in t.replace)))})"
+        star += "".join(f", {expr} AS {c}" for c, expr in t.replace)
+    return f"SELECT {star} FROM {lake.scan_sql(t.lake_table, hive=t.partitioned)}"
+
+
+def publish(lake: Lake, warehouse_path: Path, tables: tuple[WarehouseTable, ...] = TABLES) -> list[str]:
+    """Rebuild the warehouse's views for every table the lake holds; returns the view names."""
+    warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = warehouse_path.with_name(f".{warehouse_path.name}.{uuid.uuid4().hex}.tmp")
+    published = []
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            for t in tables:
+                if not lake.has_files(t.lake_table):
+                    continue
+                con.execute(f"CREATE VIEW {t.name} AS {view_sql(lake, t)}")
+                if t.description:
+                    con.execute(f"COMMENT ON VIEW {t.name} IS '{t.description.replace(chr(39), chr(39) * 2)}'")
+                published.append(t.name)
+        finally:
+            con.close()
+        os.replace(tmp, warehouse_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
+    return published
+
+
+def connect_read_only(warehouse_path: Path) -> duckdb.DuckDBPyConnection:
+    """How analysts (and tests) open the warehouse: read-only, never blocking the pipeline."""
+    con = duckdb.connect(str(warehouse_path), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
