@@ -14,20 +14,19 @@ $(UV):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check "uv==0.13.9"
 
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --extra dev --python $(VENV)/bin/python
+	$(UV) sync --frozen --inexact --extra dev --python $(VENV)/bin/python
 	touch $@
 
 install: $(VENV)/.installed
 
 demo: install
-	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/nbo demo
 
 test: install
 	$(VENV)/bin/pytest -q
 
 ui: install
-	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/python -c "from nbo_platform.runner import ensure_dagster_home; from nbo_platform.settings import load_settings; ensure_dagster_home(load_settings())"
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 lint: install

@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # Dagster flags beta parameters (backfill policies) on every import; they are chosen deliberately.
+    warnings.filterwarnings("ignore", module="dagster")
+    warnings.filterwarnings("ignore", message=".*(beta|preview|experimental).*")
     args = build_parser().parse_args(argv)
     return args.func(args)
 

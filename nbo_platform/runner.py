@@ -32,11 +32,21 @@ class RunReport:
         return sum(s for _, _, s in self.runs)
 
 
+def ensure_dagster_home(settings: Settings) -> str:
+    """DAGSTER_HOME (default: under the data dir), with telemetry off: nothing leaves the machine."""
+    home = os.environ.get("DAGSTER_HOME") or str(settings.dagster_home)
+    os.environ["DAGSTER_HOME"] = home
+    os.makedirs(home, exist_ok=True)
+    config = os.path.join(home, "dagster.yaml")
+    if not os.path.exists(config):
+        with open(config, "w") as f:
+            f.write("telemetry:\n  enabled: false\n")
+    return home
+
+
 def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     """The persistent instance under the data dir, so the web UI shows what ``nbo run`` did."""
-    if not os.environ.get("DAGSTER_HOME"):
-        settings.dagster_home.mkdir(parents=True, exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    ensure_dagster_home(settings)
     return dg.DagsterInstance.get()
 
 
@@ -45,6 +55,7 @@ def run_pipeline(
     *,
     instance: dg.DagsterInstance | None = None,
     echo: Callable[[str], None] = print,
+    log_level: str = "WARNING",
 ) -> RunReport:
     from nbo_platform.definitions import build_defs
 
@@ -65,6 +76,7 @@ def run_pipeline(
             instance=instance,
             raise_on_error=True,
             tags={"nbo/trigger": "nbo run"},
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         assert result.success
         seconds = time.perf_counter() - started

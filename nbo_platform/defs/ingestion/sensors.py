@@ -100,7 +100,8 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
     plan = plan_landing_runs(the_lake, landing, skip=in_flight)
     if not plan:
         context.update_cursor(json.dumps(sorted(in_flight)))
-        return dg.SkipReason("no new landing files")
+        yield dg.SkipReason("no new landing files")
+        return
     for run in plan:
         in_flight |= {t for t in run.files if "@" in t}
         yield dg.RunRequest(

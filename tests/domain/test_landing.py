@@ -1,0 +1,164 @@
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nbo_platform.domain.feeds import CUSTOMER_ACTIVITY, LOCATION_PINGS
+from nbo_platform.domain.landing import conservation_violations, ingest_pending, read_manifest, scan_landing
+
+NOW = datetime(2025, 3, 2, 12, tzinfo=UTC)
+
+
+def activity(aid: int, **over) -> dict:
+    rec = {"customer_id": 1, "activity_id": aid, "ip_address": "10.0.0.1", "activity_type": "deposit",
+           "propensity_to_buy": 0.5, "event_time": "2025-03-01T10:00:00"}
+    rec.update(over)
+    return rec
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def ingest(settings, lake, con, feed=CUSTOMER_ACTIVITY):
+    return ingest_pending(con, lake, settings.landing_dir, feed, lock_dir=settings.state_dir / "locks",
+                          partitions_start="2024-01-01", pii_salt="salt", now=NOW)
+
+
+def quarantine(con, lake) -> list[tuple]:
+    return con.execute(
+        f"SELECT file, line, reason FROM read_parquet('{lake.table_dir('quarantine')}/**/*.parquet') ORDER BY file, line"
+    ).fetchall()
+
+
+def lake_rows(con, lake, table="customer_activity") -> list[tuple]:
+    return con.execute(f"SELECT * EXCLUDE (ingested_at) FROM {lake.scan_sql(table)} ORDER BY ALL").fetchall()
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_rows_are_conserved(settings, lake, con):
+    write_jsonl(settings.landing_dir / "customer_activity" / "a.jsonl", [
+        activity(1),
+        "{not json",
+        activity(2, customer_id=None),
+        activity(3, propensity_to_buy=1.5),
+        activity(4, customer_id="abc"),
+        activity(5, customer_id=2.5),
+        activity(6, event_time="yesterday"),
+        "[1, 2]",
+        activity(7),
+    ])
+    [r], changed = ingest(settings, lake, con)
+    assert (r.rows_read, r.rows_accepted, r.rows_quarantined) == (9, 2, 7)
+    assert r.rows_read == r.rows_accepted + r.rows_quarantined
+    assert quarantine(con, lake) == [
+        ("a.jsonl", 2, "unparseable JSON"),
+        ("a.jsonl", 3, "customer_id: missing"),
+        ("a.jsonl", 4, "propensity_to_buy: outside [0, 1]: 1.5"),
+        ("a.jsonl", 5, "customer_id: not an integer: abc"),
+        ("a.jsonl", 6, "customer_id: not an integer: 2.5"),
+        ("a.jsonl", 7, "event_time: not a timestamp: yesterday"),
+        ("a.jsonl", 8, "not a JSON object"),
+    ]
+    assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
+    assert changed == []
+
+
+def test_csv_with_a_short_row_and_parquet_with_a_missing_column(settings, lake, con):
+    d = settings.landing_dir / "customer_activity"
+    d.mkdir(parents=True)
+    (d / "b.csv").write_text(
+        "customer_id,activity_id,activity_type,propensity_to_buy,event_time\n"
+        "1,10,deposit,0.3,2025-03-01T08:00:00Z\n"
+        "1,11\n"
+        "2,12,web_open,0.2,2025-03-01T09:00:00+02:00\n"
+    )
+    pq.write_table(pa.table({"customer_id": [3, 4], "activity_id": [20, 21], "propensity_to_buy": [0.1, 0.2],
+                             "event_time": ["2025-03-01T01:00:00", "2025-03-01T02:00:00"]}), d / "c.parquet")
+    results, _ = ingest(settings, lake, con)
+    by_file = {r.file: r for r in results}
+    assert (by_file["b.csv"].rows_read, by_file["b.csv"].rows_new, by_file["b.csv"].rows_quarantined) == (3, 2, 1)
+    assert (by_file["c.parquet"].rows_read, by_file["c.parquet"].rows_quarantined) == (2, 2)
+    assert quarantine(con, lake) == [
+        ("b.csv", 3, "expected 5 fields, found 2"),
+        ("c.parquet", 1, "activity_type: missing"),
+        ("c.parquet", 2, "activity_type: missing"),
+    ]
+    # +02:00 is converted to UTC; a timestamp without offset is UTC.
+    times = con.execute(f"SELECT activity_id, event_time FROM {lake.scan_sql('customer_activity')} ORDER BY 1").fetchall()
+    assert [t[1].isoformat() for t in times] == ["2025-03-01T08:00:00+00:00", "2025-03-01T07:00:00+00:00"]
+
+
+def test_same_file_twice_and_repeated_records_change_nothing(settings, lake, con):
+    d = settings.landing_dir / "customer_activity"
+    write_jsonl(d / "1.jsonl", [activity(1), activity(2)])
+    ingest(settings, lake, con)
+    before = lake_rows(con, lake)
+    assert ingest(settings, lake, con) == ([], [])  # the same file is never read twice
+    # The same content under a new name, and a later file repeating a record (at-least-once delivery).
+    write_jsonl(d / "2.jsonl", [activity(1), activity(2)])
+    write_jsonl(d / "3.jsonl", [activity(2), activity(3), activity(3)])
+    results, _ = ingest(settings, lake, con)
+    assert [(r.file, r.rows_new, r.rows_duplicate) for r in results] == [("2.jsonl", 0, 2), ("3.jsonl", 1, 2)]
+    after = lake_rows(con, lake)
+    assert len(after) == 3 and all(row in after for row in before)
+    assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
+
+
+def test_changed_file_is_reported_not_reread(settings, lake, con):
+    path = write_jsonl(settings.landing_dir / "customer_activity" / "1.jsonl", [activity(1)])
+    ingest(settings, lake, con)
+    write_jsonl(path, [activity(1), activity(99)])
+    results, changed = ingest(settings, lake, con)
+    assert results == [] and [c.file.relpath for c in changed] == ["1.jsonl"]
+    assert [r[1] for r in lake_rows(con, lake)] == [1]
+
+
+def test_missing_activity_event_time_means_ingestion_time(settings, lake, con):
+    write_jsonl(settings.landing_dir / "customer_activity" / "1.jsonl", [activity(1, event_time=None)])
+    [r], _ = ingest(settings, lake, con)
+    assert r.dates == ("2025-03-02",)
+    (et,) = con.execute(f"SELECT event_time FROM {lake.scan_sql('customer_activity')}").fetchone()
+    assert et == NOW
+
+
+def test_events_land_in_daily_partitions_by_utc_event_date(settings, lake, con):
+    write_jsonl(settings.landing_dir / "location_pings" / "p.jsonl", [
+        {"customer_id": 1, "event_time": "2025-03-01T23:59:59Z", "lat": 4.6, "lon": -74.1},
+        {"customer_id": 1, "event_time": "2025-03-01T20:30:00-05:00", "lat": 4.6, "lon": -74.1},
+        {"customer_id": 1, "event_time": "2025-03-01T23:59:59Z", "lat": 4.6, "lon": -74.1},  # repeat
+        {"customer_id": 1, "event_time": "2025-03-02T00:00:00Z", "lat": 91, "lon": -74.1},
+    ])
+    [r], _ = ingest(settings, lake, con, LOCATION_PINGS)
+    assert r.dates == ("2025-03-01", "2025-03-02")
+    assert (r.rows_new, r.rows_duplicate, r.rows_quarantined) == (2, 1, 1)
+    assert lake.dates("location_pings") == ["2025-03-01", "2025-03-02"]
+    [(_, _, reason)] = quarantine(con, lake)
+    assert reason == "lat: latitude outside [-90, 90]: 91.0"
+
+
+def test_ip_addresses_are_stored_only_as_salted_hashes(settings, lake, con):
+    write_jsonl(settings.landing_dir / "customer_activity" / "1.jsonl", [activity(1)])
+    ingest(settings, lake, con)
+    cols = [c[0] for c in con.execute(f"DESCRIBE SELECT * FROM {lake.scan_sql('customer_activity')}").fetchall()]
+    assert "ip_address" not in cols and "ip_address_hash" in cols
+
+
+def test_manifest_records_each_file_once(settings, lake, con):
+    write_jsonl(settings.landing_dir / "customer_activity" / "1.jsonl", [activity(1)])
+    ingest(settings, lake, con)
+    ingest(settings, lake, con)
+    [m] = read_manifest(con, lake, CUSTOMER_ACTIVITY)
+    assert (m["file"], m["rows_read"], m["status"]) == ("1.jsonl", 1, "ingested")
+    assert len(m["sha256"]) == 64
+    assert scan_landing(con, lake, settings.landing_dir, CUSTOMER_ACTIVITY) == ([], [])
+
+
+@pytest.mark.parametrize("name", ["notes.txt", ".partial.jsonl", "_tmp.jsonl"])
+def test_files_being_written_or_of_other_types_are_not_picked_up(settings, lake, con, name):
+    write_jsonl(settings.landing_dir / "customer_activity" / name, [activity(1)])
+    assert ingest(settings, lake, con) == ([], [])
