@@ -70,9 +70,13 @@ def cmd_rules_lint(args: argparse.Namespace) -> int:
 
         con = connect()
         view = read_records(con, offers_path, OFFERS)
-        known = {r[0] for r in con.execute(
-            f"SELECT offer_id FROM ({validate_sql(OFFERS, view, ingested_at=datetime.now(UTC))}) WHERE _reason IS NULL"
-        ).fetchall()}
+        known = {
+            r[0]
+            for r in con.execute(
+                f"SELECT offer_id FROM ({validate_sql(OFFERS, view, ingested_at=datetime.now(UTC))}) "
+                "WHERE _reason IS NULL"
+            ).fetchall()
+        }
     findings = lint(rules, known)
     for f in findings:
         print(f"{f.severity}: {path}: {f.message}", file=sys.stderr if f.severity == "error" else sys.stdout)
@@ -95,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_data_dir(sub.add_parser("run", help="process every pending landing file through every asset")).set_defaults(
         func=cmd_run
     )
-    with_data_dir(sub.add_parser("demo", help="write sample data if none is present, run the pipeline, summarize")).set_defaults(
-        func=cmd_demo
-    )
+    with_data_dir(
+        sub.add_parser("demo", help="write sample data if none is present, run the pipeline, summarize")
+    ).set_defaults(func=cmd_demo)
     rules = sub.add_parser("rules", help="offer rules").add_subparsers(dest="rules_command", required=True)
     lint_p = with_data_dir(
         rules.add_parser(

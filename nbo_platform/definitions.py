@@ -6,14 +6,11 @@ from nbo_platform.defs.ingestion.definitions import definitions as ingestion
 from nbo_platform.defs.offers.definitions import definitions as offers
 from nbo_platform.defs.reference.definitions import definitions as reference
 from nbo_platform.defs.resources import build_resources
-
 from nbo_platform.settings import Settings
 
 
 def build_defs(settings: Settings | None = None) -> dg.Definitions:
-    return dg.Definitions.merge(
-        ingestion(), reference(), offers(), dg.Definitions(resources=build_resources(settings))
-    )
+    return dg.Definitions.merge(ingestion(), reference(), offers(), dg.Definitions(resources=build_resources(settings)))
 
 
 defs = build_defs()

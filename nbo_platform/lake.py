@@ -69,19 +69,14 @@ class Lake:
 
     def scan_sql(self, table: str, hive: bool = True) -> str:
         """SQL reading a whole table; ``union_by_name`` so schema extensions stay readable."""
-        return (
-            f"read_parquet('{self.glob(table)}', hive_partitioning = {str(hive).lower()}, "
-            "union_by_name = true)"
-        )
+        return f"read_parquet('{self.glob(table)}', hive_partitioning = {str(hive).lower()}, union_by_name = true)"
 
     def write(self, con: duckdb.DuckDBPyConnection, query: str, target: Path) -> int:
         """Write a query's rows to ``target`` (one Parquet file) atomically; returns the row count."""
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
-            con.execute(
-                f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)"
-            )
+            con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)")
             rows = con.execute(f"SELECT count(*) FROM read_parquet('{tmp}')").fetchone()[0]
             os.replace(tmp, target)
         finally:
@@ -114,9 +109,7 @@ class Lake:
                     os.replace(files[0], target)
                 else:  # DuckDB may split a large partition into several files: merge them
                     self.write(con, f"SELECT * FROM read_parquet({[str(f) for f in files]})", target)
-                written[date] = int(
-                    con.execute(f"SELECT count(*) FROM read_parquet('{target}')").fetchone()[0]
-                )
+                written[date] = int(con.execute(f"SELECT count(*) FROM read_parquet('{target}')").fetchone()[0])
             return written
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -72,8 +72,20 @@ def write_recipe(
     ref.mkdir(parents=True, exist_ok=True)
     with open(ref / "customers.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["customer_id", "first_name", "last_name", "email", "gender", "income", "fico",
-                    "location_opt_in", "marketing_opt_in", "updated_at"])
+        w.writerow(
+            [
+                "customer_id",
+                "first_name",
+                "last_name",
+                "email",
+                "gender",
+                "income",
+                "fico",
+                "location_opt_in",
+                "marketing_opt_in",
+                "updated_at",
+            ]
+        )
         for row in CUSTOMERS_FIRST:
             w.writerow([*row, "true", "true", ""])
     with open(ref / "offers.csv", "w", newline="") as f:
@@ -86,8 +98,14 @@ def write_recipe(
     landing.mkdir(parents=True, exist_ok=True)
     with open(landing / f"activity-{start:%Y%m%dT%H%M%S}.jsonl", "w") as f:
         for i, (cid, aid, ip, kind, p) in enumerate(ACTIVITY):
-            rec = {"customer_id": cid, "activity_id": aid, "ip_address": ip, "activity_type": kind,
-                   "propensity_to_buy": p, "event_time": (start + i * step).isoformat()}
+            rec = {
+                "customer_id": cid,
+                "activity_id": aid,
+                "ip_address": ip,
+                "activity_type": kind,
+                "propensity_to_buy": p,
+                "event_time": (start + i * step).isoformat(),
+            }
             f.write(json.dumps(rec) + "\n")
 
     if second_listing_at is not None:
@@ -95,8 +113,16 @@ def write_recipe(
         changes.mkdir(parents=True, exist_ok=True)
         with open(changes / f"customers-{second_listing_at:%Y%m%dT%H%M%S}.jsonl", "w") as f:
             for cid, first, last, email, gender, income, _ in CUSTOMERS_FIRST:
-                rec = {"customer_id": cid, "first_name": first, "last_name": last, "email": email,
-                       "gender": gender, "income": income, "fico": SECOND_LISTING_FICO[cid],
-                       "location_opt_in": True, "marketing_opt_in": True,
-                       "updated_at": second_listing_at.isoformat()}
+                rec = {
+                    "customer_id": cid,
+                    "first_name": first,
+                    "last_name": last,
+                    "email": email,
+                    "gender": gender,
+                    "income": income,
+                    "fico": SECOND_LISTING_FICO[cid],
+                    "location_opt_in": True,
+                    "marketing_opt_in": True,
+                    "updated_at": second_listing_at.isoformat(),
+                }
                 f.write(json.dumps(rec) + "\n")

@@ -44,24 +44,43 @@ def mask_pii_sql(column: str) -> str:
 
 
 TABLES: tuple[WarehouseTable, ...] = (
-    WarehouseTable("customers", "customers", False, exclude=("email", "phone"),
-                   description="Customer versions (valid_from/valid_to); contacts as salted hashes."),
-    WarehouseTable("customer_updates", "customer_updates", exclude=("email", "phone"),
-                   description="Customer change events as ingested."),
+    WarehouseTable(
+        "customers",
+        "customers",
+        False,
+        exclude=("email", "phone"),
+        description="Customer versions (valid_from/valid_to); contacts as salted hashes.",
+    ),
+    WarehouseTable(
+        "customer_updates",
+        "customer_updates",
+        exclude=("email", "phone"),
+        description="Customer change events as ingested.",
+    ),
     WarehouseTable("customer_activity", "customer_activity", description="Customers' banking activity."),
     WarehouseTable("location_pings", "location_pings", description="Location pings as ingested."),
     WarehouseTable("transactions", "transactions", description="Purchases at allies' stores."),
     WarehouseTable("offers", "offers", False, description="The offers the bank can make."),
     WarehouseTable("nbo_rules", "nbo_rules", False, description="The offer rules in force."),
     WarehouseTable("next_best_offer", "next_best_offer", description="The offer picked for each activity."),
-    WarehouseTable("next_best_offer_lookup", "next_best_offer_lookup",
-                   description="next_best_offer with the offer's name and URL."),
-    WarehouseTable("next_best_offer_unassigned", "next_best_offer_unassigned",
-                   description="Activities that got no offer, with the reason."),
-    WarehouseTable("quarantine", "quarantine", False, replace=(("raw", mask_pii_sql("raw")),),
-                   description="Rejected input rows with feed, file, line and reason (contacts masked)."),
-    WarehouseTable("landing_manifest", "landing_manifest", False,
-                   description="Every landing file ingested, with its row counts."),
+    WarehouseTable(
+        "next_best_offer_lookup", "next_best_offer_lookup", description="next_best_offer with the offer's name and URL."
+    ),
+    WarehouseTable(
+        "next_best_offer_unassigned",
+        "next_best_offer_unassigned",
+        description="Activities that got no offer, with the reason.",
+    ),
+    WarehouseTable(
+        "quarantine",
+        "quarantine",
+        False,
+        replace=(("raw", mask_pii_sql("raw")),),
+        description="Rejected input rows with feed, file, line and reason (contacts masked).",
+    ),
+    WarehouseTable(
+        "landing_manifest", "landing_manifest", False, description="Every landing file ingested, with its row counts."
+    ),
 )
 
 

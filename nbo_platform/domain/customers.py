@@ -13,8 +13,16 @@ from nbo_platform.domain.landing import pii_hash_sql
 BEGINNING_OF_TIME = "1970-01-01 00:00:00+00"
 
 PROFILE_COLUMNS = (
-    "first_name", "last_name", "email", "phone", "gender", "income", "fico",
-    "location_opt_in", "marketing_opt_in", "preferred_channel",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "gender",
+    "income",
+    "fico",
+    "location_opt_in",
+    "marketing_opt_in",
+    "preferred_channel",
 )
 
 

@@ -135,9 +135,7 @@ LANDING_FEEDS: dict[str, Feed] = {
 REFERENCE_CUSTOMERS = Feed(
     name="reference/customers",
     table="customers",
-    columns=tuple(
-        Column(c.name, c.type, required=False) if c.name == "updated_at" else c for c in CUSTOMER_COLUMNS
-    ),
+    columns=tuple(Column(c.name, c.type, required=False) if c.name == "updated_at" else c for c in CUSTOMER_COLUMNS),
     key=("customer_id", "updated_at"),
     description="The customer snapshot the marketing team maintains.",
 )

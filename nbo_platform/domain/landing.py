@@ -66,8 +66,7 @@ def read_records(con: duckdb.DuckDBPyConnection, path: Path, feed: Feed) -> str:
     try:
         if fmt == "jsonl":
             extract = ", ".join(
-                f"CASE WHEN json_type(j) = 'OBJECT' THEN json_extract_string(j, {sql_literal('$.' + c)}) END "
-                f"AS {c}"
+                f"CASE WHEN json_type(j) = 'OBJECT' THEN json_extract_string(j, {sql_literal('$.' + c)}) END AS {c}"
                 for c in cols
             )
             con.execute(
@@ -125,9 +124,7 @@ def _read_csv_records(path: Path, cols: tuple[str, ...]) -> pa.Table:
     bad: list[tuple[int, str, str]] = []
 
     def on_invalid(row: pcsv.InvalidRow) -> str:
-        bad.append(
-            (row.number, row.text, f"expected {row.expected_columns} fields, found {row.actual_columns}")
-        )
+        bad.append((row.number, row.text, f"expected {row.expected_columns} fields, found {row.actual_columns}"))
         return "skip"
 
     table = pcsv.read_csv(
@@ -219,8 +216,7 @@ def validate_sql(
                 f"THEN '{feed.event_time}: before the first partition ({partitions_start})' END"
             )
         checks.append(
-            f"CASE WHEN {et} > {ingested} + INTERVAL 1 DAY "
-            f"THEN '{feed.event_time}: more than a day in the future' END"
+            f"CASE WHEN {et} > {ingested} + INTERVAL 1 DAY THEN '{feed.event_time}: more than a day in the future' END"
         )
     for pred, reason in feed.extra_checks:
         checks.append(f"CASE WHEN NOT ({pred}) THEN {sql_literal(reason)} END")
@@ -354,8 +350,17 @@ def ingest_file(
     try:
         records = read_records(con, file.path, feed)
     except LandingError as e:
-        result = IngestResult(**base, status="unreadable", rows_read=0, rows_accepted=0, rows_new=0,
-                              rows_duplicate=0, rows_quarantined=0, dates=(), error=str(e))
+        result = IngestResult(
+            **base,
+            status="unreadable",
+            rows_read=0,
+            rows_accepted=0,
+            rows_new=0,
+            rows_duplicate=0,
+            rows_quarantined=0,
+            dates=(),
+            error=str(e),
+        )
         _write_manifest(con, lake, file, sha, result, ingested_at)
         return result
 
@@ -388,9 +393,7 @@ def ingest_file(
         "SELECT count(*), count(*) FILTER (_reason IS NOT NULL) FROM validated"
     ).fetchone()
 
-    stored_cols = [
-        f"{pii_hash_sql(c, pii_salt)} AS {c}_hash" if c in feed.hashed else c for c in feed.column_names
-    ]
+    stored_cols = [f"{pii_hash_sql(c, pii_salt)} AS {c}_hash" if c in feed.hashed else c for c in feed.column_names]
     select_new = (
         f"SELECT {', '.join(stored_cols)}, {sql_literal(file.relpath)} AS source_file, _line AS source_line, "
         f"{ingested} AS ingested_at, date FROM checked WHERE _status = 'new' ORDER BY {et or key}, _line"
@@ -399,8 +402,15 @@ def ingest_file(
     lake.remove(lake.table_dir(feed.table).glob(f"*/{fid}.parquet"))
     written = lake.write_partitioned(con, select_new, feed.table, f"{fid}.parquet") if counts.get("new") else {}
 
-    _write_quarantine(con, lake, feed, file.relpath, fid, ingested_at,
-                      "SELECT _line, _raw, _reason FROM validated WHERE _reason IS NOT NULL")
+    _write_quarantine(
+        con,
+        lake,
+        feed,
+        file.relpath,
+        fid,
+        ingested_at,
+        "SELECT _line, _raw, _reason FROM validated WHERE _reason IS NOT NULL",
+    )
     result = IngestResult(
         **base,
         status="ingested",
@@ -449,10 +459,20 @@ def _write_manifest(
     target = lake.table_dir(MANIFEST_TABLE) / file.feed / f"{file.file_id}.parquet"
     row = pa.table(
         {
-            "feed": [r.feed], "file": [r.file], "file_id": [file.file_id], "size_bytes": [file.size],
-            "mtime_ns": [file.mtime_ns], "sha256": [sha], "status": [r.status], "rows_read": [r.rows_read],
-            "rows_accepted": [r.rows_accepted], "rows_new": [r.rows_new], "rows_duplicate": [r.rows_duplicate],
-            "rows_quarantined": [r.rows_quarantined], "dates": [list(r.dates)], "error": [r.error],
+            "feed": [r.feed],
+            "file": [r.file],
+            "file_id": [file.file_id],
+            "size_bytes": [file.size],
+            "mtime_ns": [file.mtime_ns],
+            "sha256": [sha],
+            "status": [r.status],
+            "rows_read": [r.rows_read],
+            "rows_accepted": [r.rows_accepted],
+            "rows_new": [r.rows_new],
+            "rows_duplicate": [r.rows_duplicate],
+            "rows_quarantined": [r.rows_quarantined],
+            "dates": [list(r.dates)],
+            "error": [r.error],
             "ingested_at": [at],
         }
     )
@@ -489,7 +509,10 @@ def ingest_pending(
         pending, changed = scan_landing(con, lake, landing_dir, feed)
         results = [
             ingest_file(
-                con, lake, feed, f,
+                con,
+                lake,
+                feed,
+                f,
                 ingested_at=now or datetime.now(UTC),
                 partitions_start=partitions_start,
                 pii_salt=pii_salt,
@@ -542,7 +565,9 @@ def load_reference(
     """Validate a reference snapshot; rejected rows replace the snapshot's quarantine file."""
     records = read_records(con, path, feed)
     view = f"ref_{feed.table}"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {view}_validated AS {validate_sql(feed, records, ingested_at=loaded_at)}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {view}_validated AS {validate_sql(feed, records, ingested_at=loaded_at)}"
+    )
     key = ", ".join(feed.key)
     # Within a snapshot a repeated key is an error of the maintainer, not a delivery repeat.
     con.execute(
@@ -559,7 +584,12 @@ def load_reference(
     )
     rel = os.path.relpath(path, path.parent.parent)
     quarantined = _write_quarantine(
-        con, lake, feed, rel, file_id(feed.name, rel), loaded_at,
+        con,
+        lake,
+        feed,
+        rel,
+        file_id(feed.name, rel),
+        loaded_at,
         f"SELECT _line, _raw, _reason FROM {view}_validated WHERE _reason IS NOT NULL",
     )
     total = con.execute(f"SELECT count(*) FROM {view}_validated").fetchone()[0]
@@ -582,20 +612,30 @@ def conservation_violations(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Fe
         return []
     stored: dict[str, int] = {}
     if lake.has_files(feed.table):
-        stored = dict(con.execute(f"SELECT source_file, count(*) FROM {lake.scan_sql(feed.table)} GROUP BY ALL").fetchall())
+        stored = dict(
+            con.execute(f"SELECT source_file, count(*) FROM {lake.scan_sql(feed.table)} GROUP BY ALL").fetchall()
+        )
     qdir = lake.table_dir(QUARANTINE_TABLE) / feed.name.replace("/", "__")
     quarantined: dict[str, int] = {}
     if qdir.exists() and any(qdir.glob("*.parquet")):
-        quarantined = dict(con.execute(f"SELECT file, count(*) FROM read_parquet('{qdir}/*.parquet') GROUP BY ALL").fetchall())
+        quarantined = dict(
+            con.execute(f"SELECT file, count(*) FROM read_parquet('{qdir}/*.parquet') GROUP BY ALL").fetchall()
+        )
     problems = []
     for m in manifest:
         f = m["file"]
         if m["rows_read"] != m["rows_accepted"] + m["rows_quarantined"]:
-            problems.append(f"{f}: read {m['rows_read']} != accepted {m['rows_accepted']} + quarantined {m['rows_quarantined']}")
+            problems.append(
+                f"{f}: read {m['rows_read']} != accepted {m['rows_accepted']} + quarantined {m['rows_quarantined']}"
+            )
         if m["rows_accepted"] != m["rows_new"] + m["rows_duplicate"]:
-            problems.append(f"{f}: accepted {m['rows_accepted']} != new {m['rows_new']} + duplicate {m['rows_duplicate']}")
+            problems.append(
+                f"{f}: accepted {m['rows_accepted']} != new {m['rows_new']} + duplicate {m['rows_duplicate']}"
+            )
         if stored.get(f, 0) != m["rows_new"]:
             problems.append(f"{f}: lake holds {stored.get(f, 0)} rows, manifest says {m['rows_new']} new")
         if quarantined.get(f, 0) != m["rows_quarantined"]:
-            problems.append(f"{f}: quarantine holds {quarantined.get(f, 0)} rows, manifest says {m['rows_quarantined']}")
+            problems.append(
+                f"{f}: quarantine holds {quarantined.get(f, 0)} rows, manifest says {m['rows_quarantined']}"
+            )
     return problems

@@ -244,7 +244,11 @@ def _numeric_pieces(kind: str, box: Interval, bounds: set[float]) -> list[float]
                 continue
             rep = lo if math.isfinite(lo) else (hi if math.isfinite(hi) else 0)
         else:
-            rep = (a + b) / 2 if math.isfinite(a) and math.isfinite(b) else (b - 1 if math.isfinite(b) else (a + 1 if math.isfinite(a) else 0))
+            rep = (
+                (a + b) / 2
+                if math.isfinite(a) and math.isfinite(b)
+                else (b - 1 if math.isfinite(b) else (a + 1 if math.isfinite(a) else 0))
+            )
         reps.append(rep)
     reps.extend(pts)
     return [r for r in reps if box.contains(r)]
@@ -303,11 +307,11 @@ def lint(rules: RuleSet, known_offers: set[int] | None = None) -> list[Finding]:
     if known_offers is not None:
         for rule in rules.rules:
             if rule.offer_id not in known_offers:
-                findings.append(Finding("error", rule, f"{rule.label}: offer_id {rule.offer_id} is not in the offers table"))
+                findings.append(
+                    Finding("error", rule, f"{rule.label}: offer_id {rule.offer_id} is not in the offers table")
+                )
         if rules.default_offer not in known_offers:
-            findings.append(
-                Finding("error", None, f"default_offer {rules.default_offer} is not in the offers table")
-            )
+            findings.append(Finding("error", None, f"default_offer {rules.default_offer} is not in the offers table"))
     return findings
 
 

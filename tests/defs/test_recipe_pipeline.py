@@ -14,8 +14,10 @@ from nbo_platform.domain.rules import DEFAULT_RULES_PATH
 from nbo_platform.recipe import EXPECTED_LOOKUP, write_recipe
 
 START = datetime(2025, 6, 2, 9, tzinfo=UTC)
-LOOKUP = ("SELECT offer_id, customer_id, activity_id, propensity_to_buy, activity_type, income, fico, "
-          "offer_name, offer_url FROM next_best_offer_lookup")
+LOOKUP = (
+    "SELECT offer_id, customer_id, activity_id, propensity_to_buy, activity_type, income, fico, "
+    "offer_name, offer_url FROM next_best_offer_lookup"
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +29,9 @@ def test_recipe_data_gives_exactly_the_recipe_output(settings, run_pipeline, war
     assert len(warehouse(LOOKUP)) == 10
     assert warehouse("SELECT count(*) FROM next_best_offer_unassigned") == [(0,)]
     assert warehouse("SELECT DISTINCT rule_id FROM next_best_offer ORDER BY 1") == [
-        ("default",), ("new_home_loan",), ("new_savings",)
+        ("default",),
+        ("new_home_loan",),
+        ("new_savings",),
     ]
 
 
@@ -84,10 +88,12 @@ def test_rerunning_a_partition_gives_identical_tables(settings, run_pipeline, wa
 def test_bad_activity_rows_are_quarantined_and_accounted_for(settings, run_pipeline, warehouse):
     write_recipe(settings.data_dir, start=START)
     bad = settings.landing_dir / "customer_activity" / "activity-bad.jsonl"
-    bad.write_text('{"customer_id": 1, "activity_id": 11, "activity_type": "deposit", "propensity_to_buy": 2}\n'
-                   "not json\n"
-                   '{"customer_id": 9, "activity_id": 12, "activity_type": "deposit", "propensity_to_buy": 0.1, '
-                   f'"event_time": "{START.isoformat()}"}}\n')
+    bad.write_text(
+        '{"customer_id": 1, "activity_id": 11, "activity_type": "deposit", "propensity_to_buy": 2}\n'
+        "not json\n"
+        '{"customer_id": 9, "activity_id": 12, "activity_type": "deposit", "propensity_to_buy": 0.1, '
+        f'"event_time": "{START.isoformat()}"}}\n'
+    )
     run_pipeline()
     assert warehouse("SELECT file, line, reason FROM quarantine ORDER BY line") == [
         ("activity-bad.jsonl", 1, "propensity_to_buy: outside [0, 1]: 2.0"),
@@ -114,12 +120,19 @@ def test_sensor_plan_names_exactly_the_partitions_and_assets_a_new_file_touches(
     landing = build_resources(settings)["landing"]
     [run] = plan_landing_runs(lake, landing)
     assert run.date == "2025-06-02"
-    assert run.assets == {"customer_activity", "next_best_offer", "next_best_offer_unassigned", "next_best_offer_lookup"}
+    assert run.assets == {
+        "customer_activity",
+        "next_best_offer",
+        "next_best_offer_unassigned",
+        "next_best_offer_lookup",
+    }
     run_pipeline()
     assert plan_landing_runs(lake, landing) == []
     later = settings.landing_dir / "customer_activity" / "activity-later.jsonl"
-    later.write_text('{"customer_id": 1, "activity_id": 50, "activity_type": "deposit", "propensity_to_buy": 0.1, '
-                     '"event_time": "2025-06-04T23:59:59Z"}\n')
+    later.write_text(
+        '{"customer_id": 1, "activity_id": 50, "activity_type": "deposit", "propensity_to_buy": 0.1, '
+        '"event_time": "2025-06-04T23:59:59Z"}\n'
+    )
     assert [r.date for r in plan_landing_runs(lake, landing)] == ["2025-06-04"]
 
 
@@ -138,8 +151,10 @@ def test_rules_lint_command(tmp_path, capsys):
     assert main(["rules", "lint", "--file", str(DEFAULT_RULES_PATH)]) == 1
     assert "rule 4 'new_auto_loan' (offer 4) can never fire" in capsys.readouterr().out
     bad = tmp_path / "nbo_rules.yaml"
-    bad.write_text("default_offer: 5\nrules:\n  - id: fine\n    offer_id: 1\n  - id: broken\n    offer_id: 2\n"
-                   "    when: {fico: {below: 3}}\n")
+    bad.write_text(
+        "default_offer: 5\nrules:\n  - id: fine\n    offer_id: 1\n  - id: broken\n    offer_id: 2\n"
+        "    when: {fico: {below: 3}}\n"
+    )
     assert main(["rules", "lint", "--file", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "rule 2 'broken'" in err
@@ -151,5 +166,12 @@ def test_rules_lint_command(tmp_path, capsys):
 def test_code_location_loads():
     defs = build_defs()
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"customer_activity", "customers", "offers", "nbo_rules", "next_best_offer", "next_best_offer_lookup"} <= keys
+    assert {
+        "customer_activity",
+        "customers",
+        "offers",
+        "nbo_rules",
+        "next_best_offer",
+        "next_best_offer_lookup",
+    } <= keys
     defs.resolve_all_job_defs()

@@ -13,8 +13,14 @@ NOW = datetime(2025, 3, 2, 12, tzinfo=UTC)
 
 
 def activity(aid: int, **over) -> dict:
-    rec = {"customer_id": 1, "activity_id": aid, "ip_address": "10.0.0.1", "activity_type": "deposit",
-           "propensity_to_buy": 0.5, "event_time": "2025-03-01T10:00:00"}
+    rec = {
+        "customer_id": 1,
+        "activity_id": aid,
+        "ip_address": "10.0.0.1",
+        "activity_type": "deposit",
+        "propensity_to_buy": 0.5,
+        "event_time": "2025-03-01T10:00:00",
+    }
     rec.update(over)
     return rec
 
@@ -26,13 +32,22 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 
 def ingest(settings, lake, con, feed=CUSTOMER_ACTIVITY):
-    return ingest_pending(con, lake, settings.landing_dir, feed, lock_dir=settings.state_dir / "locks",
-                          partitions_start="2024-01-01", pii_salt="salt", now=NOW)
+    return ingest_pending(
+        con,
+        lake,
+        settings.landing_dir,
+        feed,
+        lock_dir=settings.state_dir / "locks",
+        partitions_start="2024-01-01",
+        pii_salt="salt",
+        now=NOW,
+    )
 
 
 def quarantine(con, lake) -> list[tuple]:
     return con.execute(
-        f"SELECT file, line, reason FROM read_parquet('{lake.table_dir('quarantine')}/**/*.parquet') ORDER BY file, line"
+        f"SELECT file, line, reason FROM read_parquet('{lake.table_dir('quarantine')}/**/*.parquet') "
+        "ORDER BY file, line"
     ).fetchall()
 
 
@@ -41,17 +56,20 @@ def lake_rows(con, lake, table="customer_activity") -> list[tuple]:
 
 
 def test_bad_rows_are_quarantined_with_reasons_and_rows_are_conserved(settings, lake, con):
-    write_jsonl(settings.landing_dir / "customer_activity" / "a.jsonl", [
-        activity(1),
-        "{not json",
-        activity(2, customer_id=None),
-        activity(3, propensity_to_buy=1.5),
-        activity(4, customer_id="abc"),
-        activity(5, customer_id=2.5),
-        activity(6, event_time="yesterday"),
-        "[1, 2]",
-        activity(7),
-    ])
+    write_jsonl(
+        settings.landing_dir / "customer_activity" / "a.jsonl",
+        [
+            activity(1),
+            "{not json",
+            activity(2, customer_id=None),
+            activity(3, propensity_to_buy=1.5),
+            activity(4, customer_id="abc"),
+            activity(5, customer_id=2.5),
+            activity(6, event_time="yesterday"),
+            "[1, 2]",
+            activity(7),
+        ],
+    )
     [r], changed = ingest(settings, lake, con)
     assert (r.rows_read, r.rows_accepted, r.rows_quarantined) == (9, 2, 7)
     assert r.rows_read == r.rows_accepted + r.rows_quarantined
@@ -77,8 +95,17 @@ def test_csv_with_a_short_row_and_parquet_with_a_missing_column(settings, lake, 
         "1,11\n"
         "2,12,web_open,0.2,2025-03-01T09:00:00+02:00\n"
     )
-    pq.write_table(pa.table({"customer_id": [3, 4], "activity_id": [20, 21], "propensity_to_buy": [0.1, 0.2],
-                             "event_time": ["2025-03-01T01:00:00", "2025-03-01T02:00:00"]}), d / "c.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": [3, 4],
+                "activity_id": [20, 21],
+                "propensity_to_buy": [0.1, 0.2],
+                "event_time": ["2025-03-01T01:00:00", "2025-03-01T02:00:00"],
+            }
+        ),
+        d / "c.parquet",
+    )
     results, _ = ingest(settings, lake, con)
     by_file = {r.file: r for r in results}
     assert (by_file["b.csv"].rows_read, by_file["b.csv"].rows_new, by_file["b.csv"].rows_quarantined) == (3, 2, 1)
@@ -89,7 +116,9 @@ def test_csv_with_a_short_row_and_parquet_with_a_missing_column(settings, lake, 
         ("c.parquet", 2, "activity_type: missing"),
     ]
     # +02:00 is converted to UTC; a timestamp without offset is UTC.
-    times = con.execute(f"SELECT activity_id, event_time FROM {lake.scan_sql('customer_activity')} ORDER BY 1").fetchall()
+    times = con.execute(
+        f"SELECT activity_id, event_time FROM {lake.scan_sql('customer_activity')} ORDER BY 1"
+    ).fetchall()
     assert [t[1].isoformat() for t in times] == ["2025-03-01T08:00:00+00:00", "2025-03-01T07:00:00+00:00"]
 
 
@@ -127,12 +156,15 @@ def test_missing_activity_event_time_means_ingestion_time(settings, lake, con):
 
 
 def test_events_land_in_daily_partitions_by_utc_event_date(settings, lake, con):
-    write_jsonl(settings.landing_dir / "location_pings" / "p.jsonl", [
-        {"customer_id": 1, "event_time": "2025-03-01T23:59:59Z", "lat": 4.6, "lon": -74.1},
-        {"customer_id": 1, "event_time": "2025-03-01T20:30:00-05:00", "lat": 4.6, "lon": -74.1},
-        {"customer_id": 1, "event_time": "2025-03-01T23:59:59Z", "lat": 4.6, "lon": -74.1},  # repeat
-        {"customer_id": 1, "event_time": "2025-03-02T00:00:00Z", "lat": 91, "lon": -74.1},
-    ])
+    write_jsonl(
+        settings.landing_dir / "location_pings" / "p.jsonl",
+        [
+            {"customer_id": 1, "event_time": "2025-03-01T23:59:59Z", "lat": 4.6, "lon": -74.1},
+            {"customer_id": 1, "event_time": "2025-03-01T20:30:00-05:00", "lat": 4.6, "lon": -74.1},
+            {"customer_id": 1, "event_time": "2025-03-01T23:59:59Z", "lat": 4.6, "lon": -74.1},  # repeat
+            {"customer_id": 1, "event_time": "2025-03-02T00:00:00Z", "lat": 91, "lon": -74.1},
+        ],
+    )
     [r], _ = ingest(settings, lake, con, LOCATION_PINGS)
     assert r.dates == ("2025-03-01", "2025-03-02")
     assert (r.rows_new, r.rows_duplicate, r.rows_quarantined) == (2, 1, 1)

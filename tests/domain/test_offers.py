@@ -1,18 +1,22 @@
 from datetime import UTC, datetime
 
-from nbo_platform.domain.offers import assign_offers
-from nbo_platform.domain.rules import DEFAULT_RULES_PATH, load_rules
-from nbo_platform.domain.policy import Policy, PolicyError, parse_policy
-
 import pytest
+
+from nbo_platform.domain.offers import assign_offers
+from nbo_platform.domain.policy import Policy, PolicyError, parse_policy
+from nbo_platform.domain.rules import DEFAULT_RULES_PATH, load_rules
 
 
 def setup(con, versions, activities):
-    con.execute("CREATE TABLE customers (customer_id BIGINT, version INT, valid_from TIMESTAMPTZ, "
-                "income BIGINT, fico BIGINT, gender VARCHAR)")
+    con.execute(
+        "CREATE TABLE customers (customer_id BIGINT, version INT, valid_from TIMESTAMPTZ, "
+        "income BIGINT, fico BIGINT, gender VARCHAR)"
+    )
     con.executemany("INSERT INTO customers VALUES (?, ?, ?, ?, ?, NULL)", versions)
-    con.execute("CREATE TABLE activity (customer_id BIGINT, activity_id BIGINT, activity_type VARCHAR, "
-                "propensity_to_buy DOUBLE, event_time TIMESTAMPTZ)")
+    con.execute(
+        "CREATE TABLE activity (customer_id BIGINT, activity_id BIGINT, activity_type VARCHAR, "
+        "propensity_to_buy DOUBLE, event_time TIMESTAMPTZ)"
+    )
     con.executemany("INSERT INTO activity VALUES (?, ?, 'deposit', ?, ?)", activities)
 
 
@@ -21,10 +25,15 @@ def t(h: int, m: int = 0) -> datetime:
 
 
 def test_each_activity_uses_the_customer_version_valid_at_its_event_time(con):
-    setup(con, [(2, 1, t(0), 109825, 705), (2, 2, t(12), 109825, 624)],
-          [(2, 1, 0.5, t(11, 59)), (2, 2, 0.5, t(12)), (2, 3, 0.5, t(13))])
+    setup(
+        con,
+        [(2, 1, t(0), 109825, 705), (2, 2, t(12), 109825, 624)],
+        [(2, 1, 0.5, t(11, 59)), (2, 2, 0.5, t(12)), (2, 3, 0.5, t(13))],
+    )
     assign_offers(con, "activity", "customers", load_rules(DEFAULT_RULES_PATH))
-    got = con.execute("SELECT activity_id, fico, offer_id, rule_id, customer_version FROM next_best_offer ORDER BY 1").fetchall()
+    got = con.execute(
+        "SELECT activity_id, fico, offer_id, rule_id, customer_version FROM next_best_offer ORDER BY 1"
+    ).fetchall()
     assert got == [(1, 705, 3, "new_home_loan", 1), (2, 624, 1, "new_savings", 2), (3, 624, 1, "new_savings", 2)]
 
 

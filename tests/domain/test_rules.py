@@ -9,9 +9,9 @@ from nbo_platform.domain.rules import (
     RulesError,
     lint,
     load_rules,
+    offer_ids_sql,
     parse_rules,
     rule_ids_sql,
-    offer_ids_sql,
     rule_index_sql,
 )
 from nbo_platform.duck import connect
@@ -66,33 +66,44 @@ def test_contradictory_rule_can_never_fire():
 
 def test_integer_boundaries_count_as_covered():
     # Over whole numbers, income > 100 and income >= 101 match the same customers.
-    rs = parse_rules(rules_yaml("{id: a, offer_id: 1, when: {income: {gt: 100}}}",
-                                "{id: b, offer_id: 2, when: {income: {gte: 101}}}"))
+    rs = parse_rules(
+        rules_yaml(
+            "{id: a, offer_id: 1, when: {income: {gt: 100}}}", "{id: b, offer_id: 2, when: {income: {gte: 101}}}"
+        )
+    )
     assert [f.rule.id for f in lint(rs)] == ["b"]
 
 
 def test_float_gap_between_bounds_keeps_a_rule_alive():
-    rs = parse_rules(rules_yaml("{id: a, offer_id: 1, when: {propensity_to_buy: {gt: 0.5}}}",
-                                "{id: b, offer_id: 2, when: {propensity_to_buy: {gte: 0.5}}}"))
+    rs = parse_rules(
+        rules_yaml(
+            "{id: a, offer_id: 1, when: {propensity_to_buy: {gt: 0.5}}}",
+            "{id: b, offer_id: 2, when: {propensity_to_buy: {gte: 0.5}}}",
+        )
+    )
     assert lint(rs) == []  # propensity exactly 0.5 reaches rule b
 
 
 def test_rule_covered_only_by_several_earlier_rules_together():
-    rs = parse_rules(rules_yaml(
-        "{id: low, offer_id: 1, when: {income: {lt: 50}}}",
-        "{id: high, offer_id: 2, when: {income: {gte: 50}}}",
-        "{id: any, offer_id: 3, when: {fico: {gt: 700}}}",
-    ))
+    rs = parse_rules(
+        rules_yaml(
+            "{id: low, offer_id: 1, when: {income: {lt: 50}}}",
+            "{id: high, offer_id: 2, when: {income: {gte: 50}}}",
+            "{id: any, offer_id: 3, when: {fico: {gt: 700}}}",
+        )
+    )
     [finding] = lint(rs)
     assert finding.rule.id == "any" and "rule 1 'low', rule 2 'high'" in finding.message
 
 
 def test_categories_in_and_not_in_cover_everything():
-    rs = parse_rules(rules_yaml(
-        "{id: web, offer_id: 1, when: {activity_type: {in: [web_open]}}}",
-        "{id: rest, offer_id: 2, when: {activity_type: {not_in: [web_open]}}}",
-        "{id: never, offer_id: 3}",
-    ))
+    rs = parse_rules(
+        rules_yaml(
+            "{id: web, offer_id: 1, when: {activity_type: {in: [web_open]}}}",
+            "{id: rest, offer_id: 2, when: {activity_type: {not_in: [web_open]}}}",
+            "{id: never, offer_id: 3}",
+        )
+    )
     assert [f.rule.id for f in lint(rs)] == ["never"]
 
 
@@ -131,8 +142,10 @@ def recipe_case(income: int, fico: int, p: float) -> int:
 def test_compiled_shipped_rules_agree_with_the_recipe_case(rows):
     rules = load_rules(DEFAULT_RULES_PATH)
     con = connect()
-    con.execute("CREATE TABLE t (i INT, income BIGINT, fico BIGINT, propensity_to_buy DOUBLE, "
-                "activity_type VARCHAR, gender VARCHAR)")
+    con.execute(
+        "CREATE TABLE t (i INT, income BIGINT, fico BIGINT, propensity_to_buy DOUBLE, "
+        "activity_type VARCHAR, gender VARCHAR)"
+    )
     con.executemany("INSERT INTO t VALUES (?, ?, ?, ?, 'x', NULL)", [(i, *r) for i, r in enumerate(rows)])
     got = con.execute(
         f"SELECT {offer_ids_sql(rules)}[{rule_index_sql(rules)}], {rule_ids_sql(rules)}[{rule_index_sql(rules)}] "

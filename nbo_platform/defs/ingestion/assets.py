@@ -1,6 +1,5 @@
 """One daily-partitioned asset per landing feed, all built by the same factory."""
 
-
 import dagster as dg
 
 from nbo_platform.defs.partitions import daily_partitions
@@ -15,8 +14,13 @@ def ingest_feed(feed: Feed, lake: Lake, landing: LandingZoneResource, log: dg.Da
     """Ingest every pending file of a feed (the step every run of the feed's asset starts with)."""
     con = connect()
     results, changed = ingest_pending(
-        con, lake, landing.landing_dir, feed,
-        lock_dir=landing.lock_dir, partitions_start=landing.partitions_start, pii_salt=landing.pii_salt,
+        con,
+        lake,
+        landing.landing_dir,
+        feed,
+        lock_dir=landing.lock_dir,
+        partitions_start=landing.partitions_start,
+        pii_salt=landing.pii_salt,
     )
     if log:
         for r in results:
@@ -71,9 +75,11 @@ def build_feed_asset(feed: Feed) -> dg.AssetsDefinition:
         con, results, changed = ingest_feed(feed, the_lake, landing, context.log)
         warehouse.publish(the_lake)
         per_date = {d: partition_figures(con, the_lake, feed, d) for d in context.partition_keys}
-        figures = per_date[context.partition_keys[0]] if len(per_date) == 1 else {
-            "rows": sum(p["rows"] for p in per_date.values())
-        }
+        figures = (
+            per_date[context.partition_keys[0]]
+            if len(per_date) == 1
+            else {"rows": sum(p["rows"] for p in per_date.values())}
+        )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": figures["rows"],

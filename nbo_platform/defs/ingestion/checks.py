@@ -1,6 +1,5 @@
 """Checks on the landing feeds: conservation per file, and files that changed or could not be read."""
 
-
 import dagster as dg
 
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource
@@ -43,7 +42,11 @@ def build_feed_checks(feed: Feed) -> list[dg.AssetChecksDefinition]:
         return dg.AssetCheckResult(
             passed=not lines,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"changed_files": len(changed), "unreadable_files": len(unreadable), "details": "\n".join(lines[:50])},
+            metadata={
+                "changed_files": len(changed),
+                "unreadable_files": len(unreadable),
+                "details": "\n".join(lines[:50]),
+            },
         )
 
     return [rows_conserved, landing_files_intact]

@@ -6,7 +6,6 @@ same plan in-process. The sensor's cursor holds the files it has requested but t
 does not list yet, so a file is requested once even while its run is queued.
 """
 
-
 import hashlib
 import json
 from dataclasses import dataclass, field

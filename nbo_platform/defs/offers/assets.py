@@ -1,6 +1,5 @@
 """Next Best Offer: the offer for each activity, and the same rows with the offer's name and URL."""
 
-
 import dagster as dg
 
 from nbo_platform.defs.ingestion.assets import FEED_ASSET_KEYS
@@ -51,8 +50,10 @@ def next_best_offer(context: dg.AssetExecutionContext, lake: LakeResource, wareh
     dates = list(context.partition_keys)
     activity = _activity_sql(the_lake, dates)
     if activity is None:
-        activity = "(SELECT NULL::BIGINT customer_id, NULL::BIGINT activity_id, NULL::VARCHAR activity_type, " \
-                   "NULL::DOUBLE propensity_to_buy, NULL::TIMESTAMPTZ event_time WHERE false)"
+        activity = (
+            "(SELECT NULL::BIGINT customer_id, NULL::BIGINT activity_id, NULL::VARCHAR activity_type, "
+            "NULL::DOUBLE propensity_to_buy, NULL::TIMESTAMPTZ event_time WHERE false)"
+        )
     customers = f"(SELECT * FROM read_parquet('{the_lake.table_dir('customers')}/customers.parquet'))"
     result = assign_offers(con, activity, customers, rules)
     for table in ("next_best_offer", "next_best_offer_unassigned"):

@@ -1,6 +1,5 @@
 """Checks on Next Best Offer: every activity is accounted for."""
 
-
 import dagster as dg
 
 from nbo_platform.defs.resources import LakeResource
@@ -21,9 +20,14 @@ def every_activity_accounted_for(lake: LakeResource) -> dg.AssetCheckResult:
     dates = the_lake.dates("next_best_offer") + the_lake.dates("next_best_offer_unassigned")
     problems = []
     for d in sorted(set(dates)):
-        def ids(table: str) -> str:
+
+        def ids(table: str, d: str = d) -> str:
             files = [str(f) for f in the_lake.partition_files(table, d)]
-            return f"SELECT activity_id FROM read_parquet({files})" if files else "SELECT NULL::BIGINT AS activity_id WHERE false"
+            return (
+                f"SELECT activity_id FROM read_parquet({files})"
+                if files
+                else "SELECT NULL::BIGINT AS activity_id WHERE false"
+            )
 
         missing, extra, dupes = con.execute(
             f"""

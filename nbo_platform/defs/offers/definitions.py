@@ -5,6 +5,4 @@ from nbo_platform.defs.offers.checks import every_activity_accounted_for
 
 
 def definitions() -> dg.Definitions:
-    return dg.Definitions(
-        assets=[next_best_offer, next_best_offer_lookup], asset_checks=[every_activity_accounted_for]
-    )
+    return dg.Definitions(assets=[next_best_offer, next_best_offer_lookup], asset_checks=[every_activity_accounted_for])

@@ -1,6 +1,5 @@
 """Reference data: offers, the offer rules and customers as a history of versions."""
 
-
 import shutil
 from datetime import UTC, datetime
 
@@ -34,8 +33,11 @@ def offers(lake: LakeResource, warehouse: WarehouseResource, landing: LandingZon
         raise FileNotFoundError(f"{landing.reference_dir}: no offers file (offers.csv, .parquet or .jsonl)")
     con, the_lake = connect(), lake.lake()
     loaded = load_reference(con, the_lake, OFFERS, path, loaded_at=datetime.now(UTC))
-    the_lake.write(con, f"SELECT * EXCLUDE (_line) FROM {loaded.view} ORDER BY offer_id",
-                   the_lake.table_dir("offers") / "offers.parquet")
+    the_lake.write(
+        con,
+        f"SELECT * EXCLUDE (_line) FROM {loaded.view} ORDER BY offer_id",
+        the_lake.table_dir("offers") / "offers.parquet",
+    )
     warehouse.publish(the_lake)
     return dg.MaterializeResult(
         metadata={

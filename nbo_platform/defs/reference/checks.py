@@ -1,6 +1,5 @@
 """Checks on reference data: the offer rules."""
 
-
 import dagster as dg
 
 from nbo_platform.defs.resources import LakeResource
@@ -21,7 +20,10 @@ def rules_lint(lake: LakeResource) -> dg.AssetCheckResult:
     rules = load_rules(the_lake.table_dir("nbo_rules") / "nbo_rules.yaml")
     known = None
     if the_lake.has_files("offers"):
-        known = {r[0] for r in connect().execute(f"SELECT offer_id FROM {the_lake.scan_sql('offers', hive=False)}").fetchall()}
+        known = {
+            r[0]
+            for r in connect().execute(f"SELECT offer_id FROM {the_lake.scan_sql('offers', hive=False)}").fetchall()
+        }
     findings = lint(rules, known)
     errors = [f for f in findings if f.severity == "error"]
     return dg.AssetCheckResult(
