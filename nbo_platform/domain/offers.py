@@ -37,44 +37,39 @@ def assign_offers(
     ``activity`` needs customer_id, activity_id, activity_type, propensity_to_buy, event_time;
     ``customers`` needs customer_id, version, valid_from, income, fico, gender.
     """
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _joined AS
-        SELECT a.customer_id, a.activity_id, a.propensity_to_buy, a.activity_type, a.event_time,
-               c.income, c.fico, c.gender, c.version AS customer_version, c.valid_from AS _valid_from
-        FROM {activity} a
-        ASOF LEFT JOIN {customers} c
-          ON a.customer_id = c.customer_id AND a.event_time >= c.valid_from
-        """
-    )
+    # Inner ASOF join straight into the rule CASE: one pass, nothing materialized in between.
+    # Rows are not sorted here (a sort of every activity costs more than the join); writers order
+    # what they store.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {assigned_table} AS
         WITH matched AS (
-            SELECT *, {rule_index_sql(rules)} AS _rule FROM _joined WHERE _valid_from IS NOT NULL
-        )
+            SELECT a.customer_id, a.activity_id, a.propensity_to_buy, a.activity_type, a.event_time,
+                   c.income, c.fico, c.gender, c.version AS customer_version
+            FROM {activity} a
+            ASOF JOIN {customers} c ON a.customer_id = c.customer_id AND a.event_time >= c.valid_from
+        ),
+        ranked AS (SELECT *, {rule_index_sql(rules)} AS _rule FROM matched)
         SELECT customer_id, activity_id, propensity_to_buy, activity_type, income, fico,
                {offer_ids_sql(rules)}[_rule] AS offer_id,
                {rule_ids_sql(rules)}[_rule] AS rule_id,
                event_time, customer_version
-        FROM matched
-        ORDER BY event_time, activity_id
+        FROM ranked
         """
     )
+    # The activities the ASOF join could not match: no version of the customer at or before the event.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {unassigned_table} AS
         WITH known AS (SELECT customer_id, min(valid_from) AS first_seen FROM {customers} GROUP BY ALL)
-        SELECT j.customer_id, j.activity_id, j.activity_type, j.event_time,
+        SELECT a.customer_id, a.activity_id, a.activity_type, a.event_time,
                '{UNKNOWN_CUSTOMER}' AS reason,
                CASE WHEN k.first_seen IS NULL THEN 'no profile for this customer'
                     ELSE 'no profile before ' || strftime(k.first_seen, '%Y-%m-%dT%H:%M:%SZ') END AS detail
-        FROM _joined j LEFT JOIN known k USING (customer_id)
-        WHERE j._valid_from IS NULL
-        ORDER BY j.event_time, j.activity_id
+        FROM {activity} a LEFT JOIN known k USING (customer_id)
+        WHERE k.first_seen IS NULL OR a.event_time < k.first_seen
         """
     )
-    con.execute("DROP TABLE _joined")
     (assigned,) = con.execute(f"SELECT count(*) FROM {assigned_table}").fetchone()
     (unassigned,) = con.execute(f"SELECT count(*) FROM {unassigned_table}").fetchone()
     return Assignment(int(assigned), int(unassigned))

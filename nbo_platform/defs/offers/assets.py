@@ -59,7 +59,11 @@ def next_best_offer(context: dg.AssetExecutionContext, lake: LakeResource, wareh
     for table in ("next_best_offer", "next_best_offer_unassigned"):
         for d in dates:
             target = the_lake.partition_dir(table, d) / "data.parquet"
-            the_lake.write(con, f"SELECT * FROM {table} WHERE event_time::DATE = {sql_literal(d)}::DATE", target)
+            the_lake.write(
+                con,
+                f"SELECT * FROM {table} WHERE event_time::DATE = {sql_literal(d)}::DATE ORDER BY event_time, activity_id",
+                target,
+            )
     warehouse.publish(the_lake)
     by_offer = con.execute(
         "SELECT offer_id, rule_id, count(*) AS activities FROM next_best_offer GROUP BY ALL ORDER BY offer_id"
