@@ -1,0 +1,40 @@
+"""The dbt project builds and passes its tests on the lake the pipeline writes."""
+
+import os
+from datetime import UTC, datetime
+
+import pytest
+from dbt.cli.main import dbtRunner
+
+from nbo_platform.recipe import write_recipe
+from nbo_platform.settings import REPO_ROOT
+
+
+@pytest.mark.e2e
+def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_path):
+    write_recipe(settings.data_dir, start=datetime(2025, 6, 2, 9, tzinfo=UTC))
+    run_pipeline()
+    monkeypatch.setenv("NBO_DATA_DIR", str(settings.data_dir))
+    project = REPO_ROOT / "dbt_project"
+    result = dbtRunner().invoke(
+        [
+            "build",
+            "--project-dir",
+            str(project),
+            "--profiles-dir",
+            str(project),
+            "--target-path",
+            str(tmp_path / "target"),
+            "--log-path",
+            str(tmp_path / "logs"),
+        ]
+    )
+    assert result.success, result.exception
+    import duckdb
+
+    con = duckdb.connect(os.path.join(settings.data_dir, ".nbo", "dbt.duckdb"), read_only=True)
+    assert con.execute("SELECT offer_id, rule_id, activities FROM offer_mix ORDER BY 1").fetchall() == [
+        (1, "new_savings", 3),
+        (3, "new_home_loan", 6),
+        (5, "default", 1),
+    ]
