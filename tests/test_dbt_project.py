@@ -1,6 +1,5 @@
 """The dbt project builds and passes its tests on the lake the pipeline writes."""
 
-import os
 from datetime import UTC, datetime
 
 import pytest
@@ -30,11 +29,6 @@ def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_pat
         ]
     )
     assert result.success, result.exception
-    import duckdb
-
-    con = duckdb.connect(os.path.join(settings.data_dir, ".nbo", "dbt.duckdb"), read_only=True)
-    assert con.execute("SELECT offer_id, rule_id, activities FROM offer_mix ORDER BY 1").fetchall() == [
-        (1, "new_savings", 3),
-        (3, "new_home_loan", 6),
-        (5, "default", 1),
-    ]
+    statuses = {r.node.name: str(r.status) for r in result.result.results}
+    assert {"stg_next_best_offer", "offer_mix"} <= set(statuses)
+    assert len(statuses) == 10 and set(statuses.values()) <= {"success", "pass"}, statuses

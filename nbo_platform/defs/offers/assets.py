@@ -61,7 +61,8 @@ def next_best_offer(context: dg.AssetExecutionContext, lake: LakeResource, wareh
             target = the_lake.partition_dir(table, d) / "data.parquet"
             the_lake.write(
                 con,
-                f"SELECT * FROM {table} WHERE event_time::DATE = {sql_literal(d)}::DATE ORDER BY event_time, activity_id",
+                f"SELECT * FROM {table} WHERE event_time::DATE = {sql_literal(d)}::DATE "
+                "ORDER BY event_time, activity_id",
                 target,
             )
     warehouse.publish(the_lake)
