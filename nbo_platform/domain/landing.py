@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
@@ -142,8 +143,7 @@ def _read_csv_records(path: Path, cols: tuple[str, ...]) -> pa.Table:
     )
     # Record numbers of valid rows: the numbers not taken by invalid rows, in order (header = 1).
     total = table.num_rows + len(bad)
-    taken = {b[0] for b in bad}
-    lines = [n for n in range(2, total + 2) if n not in taken] if bad else list(range(2, total + 2))
+    lines = np.setdiff1d(np.arange(2, total + 2, dtype=np.int64), np.array([b[0] for b in bad], dtype=np.int64))
     good = table.append_column("_line", pa.array(lines, pa.int64()))
     good = good.append_column("_parse_error", pa.nulls(table.num_rows, pa.string()))
     good = good.append_column("_raw", pa.nulls(table.num_rows, pa.string()))
