@@ -87,6 +87,7 @@ def run_pipeline(
     has_customers = find_reference_file(landing.reference_dir, "customers") or lake.has_files("customer_updates")
     if has_customers:
         reference.append("customers")
+    reference += ["policy", "allies", "stores", "campaigns"]
     echo("nbo run: reference data")
     materialize(reference, None)
     plan = plan_landing_runs(lake, landing)

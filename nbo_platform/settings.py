@@ -31,6 +31,9 @@ class Settings:
     # Salt of the hashes that replace contact data and IP addresses in analyst-facing tables.
     # Set NBO_PII_SALT to a secret in production: an unsalted hash of an IPv4 address is reversible.
     pii_salt: str = "nbo-platform-development-salt"
+    # Where sent notifications go: "outbox" (files under outbox/) or "webhook" (POST to webhook_url).
+    delivery: str = "outbox"
+    webhook_url: str | None = None
 
     @property
     def reference_dir(self) -> Path:
@@ -70,5 +73,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     start = env.get("NBO_PARTITIONS_START") or "2024-01-01"
     salt = env.get("NBO_PII_SALT") or Settings.pii_salt
     return Settings(
-        data_dir=data_dir, lake_uri=lake_uri, warehouse_path=warehouse, partitions_start=start, pii_salt=salt
+        data_dir=data_dir,
+        lake_uri=lake_uri,
+        warehouse_path=warehouse,
+        partitions_start=start,
+        pii_salt=salt,
+        delivery=env.get("NBO_DELIVERY") or "outbox",
+        webhook_url=env.get("NBO_WEBHOOK_URL") or None,
     )

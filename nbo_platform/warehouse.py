@@ -71,6 +71,32 @@ TABLES: tuple[WarehouseTable, ...] = (
         "next_best_offer_unassigned",
         description="Activities that got no offer, with the reason.",
     ),
+    WarehouseTable("allies", "allies", False, description="The bank's allies."),
+    WarehouseTable("stores", "stores", False, description="Allies' stores and their geofences."),
+    WarehouseTable("campaigns", "campaigns", False, description="Allies' campaigns: window, priority, holdout share."),
+    WarehouseTable(
+        "geofence_hits", "geofence_hits", description="Pings inside a store's fence, with distance and is_entry."
+    ),
+    WarehouseTable(
+        "notifications", "notifications", description="One decision per geofence entry: sent or suppressed, reason."
+    ),
+    WarehouseTable(
+        "all_notifications",
+        "all_notifications",
+        exclude=("email", "phone", "address", "last_name"),
+        description="Every sent notification, enriched (contacts only as salted hashes).",
+    ),
+    WarehouseTable("delivery_log", "delivery_log", description="Each sent notification handed to its channel, once."),
+    WarehouseTable(
+        "effective_notifications",
+        "effective_notifications",
+        description="Sent notifications with the purchases credited to them.",
+    ),
+    WarehouseTable(
+        "holdout_conversions",
+        "holdout_conversions",
+        description="Holdout entries (control group) with the purchases that followed them.",
+    ),
     WarehouseTable(
         "quarantine",
         "quarantine",

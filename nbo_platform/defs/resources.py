@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from nbo_platform import warehouse as wh
+from nbo_platform.domain.delivery import Channel, build_channel
 from nbo_platform.lake import Lake
 from nbo_platform.settings import Settings, load_settings
 
@@ -49,6 +50,17 @@ class LandingZoneResource(dg.ConfigurableResource):
         return Path(self.data_dir) / ".nbo" / "locks"
 
 
+class DeliveryResource(dg.ConfigurableResource):
+    """The channel sent notifications are handed to: the local outbox by default (see ``delivery.py``)."""
+
+    kind: str = "outbox"
+    outbox_dir: str
+    webhook_url: str | None = None
+
+    def channel(self) -> Channel:
+        return build_channel(self.kind, Path(self.outbox_dir), self.webhook_url)
+
+
 def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
     s = settings or load_settings()
     return {
@@ -57,4 +69,5 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         "landing": LandingZoneResource(
             data_dir=str(s.data_dir), partitions_start=s.partitions_start, pii_salt=s.pii_salt
         ),
+        "delivery": DeliveryResource(kind=s.delivery, outbox_dir=str(s.outbox_dir), webhook_url=s.webhook_url),
     }

@@ -151,3 +151,50 @@ OFFERS = Feed(
     key=("offer_id",),
     description="The offers the bank can make.",
 )
+
+ALLIES = Feed(
+    name="reference/allies",
+    table="allies",
+    columns=(
+        Column("ally_id", "int"),
+        Column("ally_name", "string"),
+        Column("category", "string", required=False),
+    ),
+    key=("ally_id",),
+    description="The bank's allies (retail partners) whose stores carry campaigns.",
+)
+
+STORES = Feed(
+    name="reference/stores",
+    table="stores",
+    columns=(
+        Column("store_id", "int"),
+        Column("ally_id", "int"),
+        Column("store_name", "string", required=False),
+        Column("lat", "float", check=_range(-90, 90), check_reason="latitude outside [-90, 90]"),
+        Column("lon", "float", check=_range(-180, 180), check_reason="longitude outside [-180, 180]"),
+        Column("radius_m", "float", check="{c} > 0 AND {c} <= 50000", check_reason="radius outside (0, 50000] m"),
+        Column("geometry_wkt", "string", required=False),
+    ),
+    key=("store_id",),
+    description="Allies' stores and their geofences: a circle (lat, lon, radius_m) or a polygon (geometry_wkt).",
+)
+
+CAMPAIGNS = Feed(
+    name="reference/campaigns",
+    table="campaigns",
+    columns=(
+        Column("campaign_id", "int"),
+        Column("ally_id", "int"),
+        Column("offer_text", "string"),
+        Column("starts_at", "timestamp"),
+        Column("ends_at", "timestamp"),
+        Column("priority", "int"),
+        Column("holdout_pct", "float", check=_range(0, 100), check_reason="outside [0, 100]"),
+    ),
+    key=("campaign_id",),
+    description="Allies' campaigns: the offer text, when it runs, its priority and its holdout share.",
+    extra_checks=(
+        ("t_starts_at IS NULL OR t_ends_at IS NULL OR t_ends_at > t_starts_at", "ends_at: not after starts_at"),
+    ),
+)

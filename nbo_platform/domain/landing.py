@@ -21,7 +21,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -560,14 +560,34 @@ class ReferenceLoad:
 
 
 def load_reference(
-    con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, path: Path, *, loaded_at: datetime
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    feed: Feed,
+    path: Path,
+    *,
+    loaded_at: datetime,
+    row_checks: Callable[[duckdb.DuckDBPyConnection, str], str] | None = None,
 ) -> ReferenceLoad:
-    """Validate a reference snapshot; rejected rows replace the snapshot's quarantine file."""
+    """Validate a reference snapshot; rejected rows replace the snapshot's quarantine file.
+
+    ``row_checks(con, view)`` may add checks SQL cannot express (geometry, cross-table references):
+    given the view of rows that passed the schema, it returns a relation of ``(_line, _reason)`` for
+    the rows it rejects.
+    """
     records = read_records(con, path, feed)
     view = f"ref_{feed.table}"
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {view}_validated AS {validate_sql(feed, records, ingested_at=loaded_at)}"
     )
+    if row_checks is not None:
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {view}_passed AS SELECT * FROM {view}_validated WHERE _reason IS NULL"
+        )
+        rejected = row_checks(con, f"{view}_passed")
+        con.execute(
+            f"UPDATE {view}_validated v SET _reason = r._reason FROM ({rejected}) r "
+            "WHERE v._line = r._line AND r._reason IS NOT NULL"
+        )
     key = ", ".join(feed.key)
     # Within a snapshot a repeated key is an error of the maintainer, not a delivery repeat.
     con.execute(

@@ -9,7 +9,7 @@ does not list yet, so a file is requested once even while its run is queued.
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -20,12 +20,14 @@ from nbo_platform.duck import connect
 from nbo_platform.lake import Lake
 
 OFFER_ASSETS = ("next_best_offer", "next_best_offer_unassigned", "next_best_offer_lookup")
+ATTRIBUTION_ASSETS = ("effective_notifications", "holdout_conversions")
+GEO_ASSETS = ("geofence_hits", "notifications", "all_notifications", "notification_deliveries", *ATTRIBUTION_ASSETS)
 # What a file of each feed makes stale, besides the feed's own partition.
 DOWNSTREAM: dict[str, tuple[str, ...]] = {
     "customer_activity": OFFER_ASSETS,
     "customers": ("customers",),
-    "location_pings": (),
-    "transactions": (),
+    "location_pings": GEO_ASSETS,
+    "transactions": ATTRIBUTION_ASSETS,
 }
 
 
@@ -53,6 +55,8 @@ def plan_landing_runs(
     con = connect()
     runs: dict[str, PlannedRun] = {}
     changed_customer_dates: set[str] = set()
+    ping_dates: set[str] = set()
+    transaction_dates: set[str] = set()
     for name, feed in LANDING_FEEDS.items():
         pending, _ = scan_landing(con, lake, landing.landing_dir, feed)
         for f in pending:
@@ -65,13 +69,37 @@ def plan_landing_runs(
                 run.files.add(token)
                 if name == "customers":
                     changed_customer_dates.add(d)
+                elif name == "location_pings":
+                    ping_dates.add(d)
+                elif name == "transactions":
+                    transaction_dates.add(d)
     if changed_customer_dates:
         # A new customer version changes the offers of every later activity already processed.
         first = min(changed_customer_dates)
         for d in lake.dates("customer_activity"):
             if d >= first:
                 runs.setdefault(d, PlannedRun(d)).assets |= {"customers", *OFFER_ASSETS}
+    if ping_dates:
+        # Geofence state carries from day to day: late pings recompute the hits of every later day
+        # already processed (decisions already made stay as they are).
+        first = min(ping_dates)
+        for d in lake.dates("geofence_state"):
+            if d > first:
+                run = runs.setdefault(d, PlannedRun(d))
+                run.assets |= set(GEO_ASSETS)
+                run.files.add(f"pings-changed-since:{first}")
+    for d in transaction_dates:
+        # Purchases just after midnight are credited to notifications of the day before.
+        before = (date.fromisoformat(d) - timedelta(days=1)).isoformat()
+        if before in lake.dates("notifications") or before in runs:
+            run = runs.setdefault(before, PlannedRun(before))
+            run.assets |= set(ATTRIBUTION_ASSETS)
+            run.files.add(f"transactions-of:{d}")
     for run in runs.values():
+        if run.assets & set(ATTRIBUTION_ASSETS):
+            # Ingesting takes every pending transaction file, whatever its date: the next day's
+            # purchases are in the lake before this day's notifications are credited.
+            run.assets.add("transactions")
         if "customers" in run.assets and not run.files:
             run.files.add(f"customers-changed-since:{min(changed_customer_dates)}")
     return [runs[d] for d in sorted(runs)]
@@ -83,7 +111,8 @@ def plan_landing_runs(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests a run for each event date a new landing file touches, for exactly the assets "
     "that file feeds. Runs in event-date order.",
-    target=dg.AssetSelection.groups("ingestion", "offers") | dg.AssetSelection.assets("customers"),
+    target=dg.AssetSelection.groups("ingestion", "offers", "geo", "notifications", "lake")
+    | dg.AssetSelection.assets("customers"),
 )
 def landing_zone_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, landing: LandingZoneResource):
     in_flight: set[str] = set(json.loads(context.cursor)) if context.cursor else set()

@@ -1,6 +1,7 @@
 """Reference data: offers, the offer rules and customers as a history of versions."""
 
 import shutil
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -9,8 +10,10 @@ import pyarrow as pa
 from nbo_platform.defs.ingestion.assets import FEED_ASSET_KEYS
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource, WarehouseResource
 from nbo_platform.domain.customers import customer_versions_sql
-from nbo_platform.domain.feeds import OFFERS, REFERENCE_CUSTOMERS
+from nbo_platform.domain.feeds import ALLIES, CAMPAIGNS, OFFERS, REFERENCE_CUSTOMERS, STORES, Feed
+from nbo_platform.domain.geofence import polygon_problems
 from nbo_platform.domain.landing import find_reference_file, load_reference
+from nbo_platform.domain.policy import parse_policy
 from nbo_platform.domain.rules import DEFAULT_RULES_PATH, lint, load_rules, rule_condition_sql
 from nbo_platform.duck import connect
 
@@ -132,3 +135,141 @@ def customers(lake: LakeResource, warehouse: WarehouseResource, landing: Landing
             "snapshot_rows_quarantined": loaded.rows_quarantined if loaded else 0,
         }
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Geo-marketing reference data: allies, their stores (geofences) and campaigns, the policy
+# --------------------------------------------------------------------------------------------
+
+
+def _unknown_ally_sql(the_lake, view: str) -> str:
+    if not the_lake.has_files("allies"):
+        return f"SELECT _line, 'ally_id: no allies loaded: ' || ally_id AS _reason FROM {view}"
+    return (
+        f"SELECT _line, 'ally_id: unknown ally: ' || ally_id AS _reason FROM {view} "
+        f"WHERE ally_id NOT IN (SELECT ally_id FROM {the_lake.scan_sql('allies', hive=False)})"
+    )
+
+
+def _store_checks(the_lake):
+    def check(con, view: str) -> str:
+        df = con.execute(f"SELECT _line, geometry_wkt FROM {view}").df()
+        df["_reason"] = polygon_problems(df["geometry_wkt"])
+        con.register("store_geometry_problems", df[["_line", "_reason"]])
+        return f"SELECT * FROM store_geometry_problems UNION ALL ({_unknown_ally_sql(the_lake, view)})"
+
+    return check
+
+
+def _load_reference_table(context, feed: Feed, lake: LakeResource, warehouse: WarehouseResource, landing, checks):
+    path = find_reference_file(landing.reference_dir, feed.table)
+    con, the_lake = connect(), lake.lake()
+    if path is None:
+        # Geo-marketing is optional: without the file the table is empty and nothing is notified.
+        context.log.warning(f"{landing.reference_dir}: no {feed.table} file ({feed.table}.csv, .parquet or .jsonl)")
+        types = {"int": "BIGINT", "float": "DOUBLE", "timestamp": "TIMESTAMPTZ", "bool": "BOOLEAN", "string": "VARCHAR"}
+        empty = ", ".join(f"NULL::{types[c.type]} AS {c.name}" for c in feed.columns)
+        the_lake.write(con, f"SELECT {empty} WHERE false", the_lake.table_dir(feed.table) / f"{feed.table}.parquet")
+        warehouse.publish(the_lake)
+        return con, None, dg.MaterializeResult(metadata={"dagster/row_count": 0, "source": "none"})
+    loaded = load_reference(
+        con, the_lake, feed, path, loaded_at=datetime.now(UTC), row_checks=checks(the_lake) if checks else None
+    )
+    if loaded.rows_quarantined:
+        context.log.warning(
+            f"{path}: {loaded.rows_quarantined} of {loaded.rows_read} rows rejected; see the `quarantine` table "
+            f"(feed {feed.name!r})"
+        )
+    the_lake.write(
+        con,
+        f"SELECT * EXCLUDE (_line) FROM {loaded.view} ORDER BY {', '.join(feed.key)}",
+        the_lake.table_dir(feed.table) / f"{feed.table}.parquet",
+    )
+    warehouse.publish(the_lake)
+    return (
+        con,
+        loaded,
+        dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": loaded.rows_accepted,
+                "rows_read": loaded.rows_read,
+                "rows_quarantined": loaded.rows_quarantined,
+                "source": str(path),
+                "preview": _preview(con, f"SELECT * EXCLUDE (_line) FROM {loaded.view}"),
+            }
+        ),
+    )
+
+
+@dg.asset(
+    group_name="reference",
+    kinds={"parquet", "duckdb"},
+    owners=["team:partnerships"],
+    description="The bank's allies (`reference/allies`): ally_id, ally_name, category.",
+)
+def allies(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource, landing: LandingZoneResource
+) -> dg.MaterializeResult:
+    return _load_reference_table(context, ALLIES, lake, warehouse, landing, None)[2]
+
+
+@dg.asset(
+    group_name="reference",
+    deps=["allies"],
+    kinds={"parquet", "geopandas"},
+    owners=["team:partnerships"],
+    description="Allies' stores and their geofences (`reference/stores`): a circle of radius_m around "
+    "(lat, lon), or the polygon in geometry_wkt (WKT, lon lat order). Bad coordinates, invalid polygons "
+    "and unknown allies are quarantined with the store's line and the reason.",
+)
+def stores(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource, landing: LandingZoneResource
+) -> dg.MaterializeResult:
+    con, loaded, result = _load_reference_table(context, STORES, lake, warehouse, landing, _store_checks)
+    if loaded is None:
+        return result
+    (polygons,) = con.execute(f"SELECT count(*) FILTER (geometry_wkt IS NOT NULL) FROM {loaded.view}").fetchone()
+    result.metadata["polygon_fences"] = int(polygons)
+    result.metadata["circle_fences"] = loaded.rows_accepted - int(polygons)
+    return result
+
+
+@dg.asset(
+    group_name="reference",
+    deps=["allies"],
+    kinds={"parquet", "duckdb"},
+    owners=["team:marketing"],
+    description="Allies' campaigns (`reference/campaigns`): offer text, window [starts_at, ends_at), "
+    "priority (higher wins) and holdout_pct, the control group's share (0-100).",
+)
+def campaigns(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource, landing: LandingZoneResource
+) -> dg.MaterializeResult:
+    return _load_reference_table(
+        context, CAMPAIGNS, lake, warehouse, landing, lambda the_lake: lambda con, v: _unknown_ally_sql(the_lake, v)
+    )[2]
+
+
+POLICY_SNAPSHOT = "policy.yaml"
+
+
+@dg.asset(
+    group_name="reference",
+    kinds={"yaml"},
+    owners=["team:marketing"],
+    description="The notification policy (`reference/policy.yaml`): cooldown_minutes, "
+    "attribution_window_minutes, max_accuracy_m. An unknown key or a negative value fails the run; "
+    "absent file: the defaults (60, 15, 100). A snapshot is kept in the lake for the runs that follow.",
+)
+def policy(context: dg.AssetExecutionContext, lake: LakeResource, landing: LandingZoneResource) -> dg.MaterializeResult:
+    source = landing.reference_dir / POLICY_SNAPSHOT
+    text = source.read_text() if source.exists() else ""
+    parsed = parse_policy(text, source=str(source))  # raises PolicyError naming the key
+    target_dir = lake.lake().table_dir("policy")
+    target_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target_dir / f".{POLICY_SNAPSHOT}.tmp"
+    tmp.write_text(text or "# defaults\n")
+    tmp.replace(target_dir / POLICY_SNAPSHOT)
+    if not source.exists():
+        context.log.info(f"{source} not found: using the default policy")
+    return dg.MaterializeResult(metadata={k: float(v) for k, v in asdict(parsed).items()} | {"source": str(source)})

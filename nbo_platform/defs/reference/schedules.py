@@ -4,8 +4,9 @@ import dagster as dg
 
 reference_job = dg.define_asset_job(
     "reference_refresh",
-    selection=dg.AssetSelection.assets("offers", "nbo_rules", "customers"),
-    description="Reload offers, offer rules and customer versions from `reference/`.",
+    selection=dg.AssetSelection.groups("reference"),
+    description="Reload every reference table (offers, rules, customers, allies, stores, campaigns, policy) "
+    "from `reference/`.",
 )
 
 reference_refresh_schedule = dg.ScheduleDefinition(

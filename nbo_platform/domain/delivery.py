@@ -1,0 +1,89 @@
+"""Delivery: handing sent notifications to channels, exactly once per notification_id.
+
+The ledger (``lake/delivery_log/``) records every notification_id handed over, with the batch it went
+in. A batch is named by a hash of its notification ids, and a channel must treat a repeated batch
+id as already delivered; so a run that stops between the hand-over and the ledger write repeats the
+same batch on the next run, and the channel drops it. No notification is delivered twice.
+
+Channels:
+- :class:`LocalOutbox` (default): one JSON Lines file per batch under ``outbox/<channel>/date=D/``,
+  written under a temporary name and renamed; an existing batch file is not written again.
+- :class:`WebhookChannel`: POSTs each batch as JSON to an HTTP endpoint (``NBO_WEBHOOK_URL``), with
+  the batch id as ``Idempotency-Key``: the shape of a real provider integration (SNS, an SMS or
+  e-mail gateway) that the receiving side de-duplicates.
+A new provider implements :class:`Channel` and is added to ``CHANNEL_KINDS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+
+def batch_id(notification_ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(notification_ids)).encode()).hexdigest()[:24]
+
+
+class Channel(Protocol):
+    kind: str
+
+    def deliver(self, channel: str, date: str, batch: str, records: list[dict]) -> str:
+        """Hand ``records`` over; return where they went. Must be idempotent on ``batch``."""
+        ...
+
+
+class LocalOutbox:
+    kind = "outbox"
+
+    def __init__(self, outbox_dir: Path):
+        self.outbox_dir = Path(outbox_dir)
+
+    def deliver(self, channel: str, date: str, batch: str, records: list[dict]) -> str:
+        target = self.outbox_dir / channel / f"date={date}" / f"{batch}.jsonl"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            with open(tmp, "w") as fh:
+                for r in records:
+                    fh.write(json.dumps(r, default=str, sort_keys=True) + "\n")
+            os.replace(tmp, target)
+        return str(target)
+
+
+class WebhookChannel:
+    kind = "webhook"
+
+    def __init__(self, url: str, timeout_s: float = 10.0):
+        self.url = url
+        self.timeout_s = timeout_s
+
+    def deliver(self, channel: str, date: str, batch: str, records: list[dict]) -> str:
+        body = json.dumps({"channel": channel, "date": date, "batch": batch, "notifications": records}, default=str)
+        req = urllib.request.Request(
+            self.url,
+            data=body.encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "Idempotency-Key": batch},
+        )
+        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            if resp.status >= 300:
+                raise RuntimeError(f"webhook {self.url}: HTTP {resp.status} for batch {batch}")
+        return f"{self.url}#{batch}"
+
+
+CHANNEL_KINDS = ("outbox", "webhook")
+
+
+def build_channel(kind: str, outbox_dir: Path, webhook_url: str | None = None) -> Channel:
+    if kind == "outbox":
+        return LocalOutbox(outbox_dir)
+    if kind == "webhook":
+        if not webhook_url:
+            raise ValueError("delivery kind 'webhook' needs NBO_WEBHOOK_URL")
+        return WebhookChannel(webhook_url)
+    raise ValueError(f"unknown delivery kind {kind!r} (known: {', '.join(CHANNEL_KINDS)})")

@@ -1,0 +1,169 @@
+"""Notification decisions: for each geofence entry, send, or suppress with the reason.
+
+The contract's steps, for each entry in time order (entries of the same ping ordered by their
+campaign's priority, highest first, entries with no active campaign last, then by distance):
+
+1. customer unknown at that time -> ``unknown_customer``; no location or marketing consent as of
+   that time (the customer version valid then) -> ``no_consent``;
+2. no campaign of the ally active at that time -> ``no_campaign``;
+3. the customer was notified (sent or holdout) less than ``cooldown_minutes`` before -> ``throttled``;
+4. the customer is in the campaign's holdout (a deterministic hash of customer and campaign below
+   ``holdout_pct``) -> ``holdout``; it still counts as notified for the cooldown;
+5. otherwise ``sent``, on the preferred channel, or another channel whose contact is present.
+
+Decisions are facts. The caller passes only entries that have no decision yet, and every earlier
+notification as ``prior_notified``: nothing decided before is revisited.
+
+The cooldown is a sequential rule (whether an entry is throttled depends on whether the one before
+was). :func:`cooldown_notified` resolves it in rounds over NumPy arrays: each round notifies the
+first open entry of every customer and throttles that customer's entries within the cooldown, so the
+number of rounds is the largest number of notifications one customer gets, not the number of entries.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from nbo_platform.domain.policy import Policy
+
+REASONS = ("unknown_customer", "no_consent", "no_campaign", "throttled", "holdout", "sent")
+# Push needs only the app, and every customer with location pings has it: the channel of last resort.
+FALLBACK_ORDER = ("push", "sms", "email", "voice")
+
+
+def holdout_bucket_sql(customer_id: str, campaign_id: str) -> str:
+    """A stable number in [0, 100) per (customer, campaign): MD5, the same in every DuckDB version."""
+    return (
+        f"((('0x' || left(md5({customer_id}::VARCHAR || ':' || {campaign_id}::VARCHAR), 8))::UBIGINT % 10000) / 100.0)"
+    )
+
+
+def notification_id_sql(customer_id: str, store_id: str, event_time: str) -> str:
+    """Deterministic id of the entry a decision is about: customer, store and the entry's instant."""
+    key = f"{customer_id}::VARCHAR || '|' || {store_id}::VARCHAR || '|' || epoch_us({event_time})::VARCHAR"
+    return f"'n' || left(md5({key}), 20)"
+
+
+def channel_sql(preferred: str, email: str, phone: str) -> str:
+    has_phone = f"nullif(trim({phone}), '') IS NOT NULL"
+    has_email = f"nullif(trim({email}), '') IS NOT NULL"
+    return f"""CASE
+        WHEN {preferred} = 'push' THEN 'push'
+        WHEN {preferred} IN ('sms', 'voice') AND {has_phone} THEN {preferred}
+        WHEN {preferred} = 'email' AND {has_email} THEN 'email'
+        ELSE 'push' END"""
+
+
+def cooldown_notified(customer: np.ndarray, t_us: np.ndarray, cooldown_us: int) -> np.ndarray:
+    """Which entries are notified, given entries sorted by customer then decision order.
+
+    An entry is notified unless the customer's last notified entry is less than ``cooldown_us``
+    before it. Entries already throttled by earlier notifications must be left out by the caller.
+    """
+    n = len(customer)
+    notified = np.zeros(n, dtype=bool)
+    open_ = np.arange(n)
+    while open_.size:
+        c, t = customer[open_], t_us[open_]
+        first = np.ones(open_.size, dtype=bool)
+        first[1:] = c[1:] != c[:-1]
+        notified[open_[first]] = True
+        run_start = np.maximum.accumulate(np.where(first, np.arange(open_.size), 0))
+        throttled = ~first & (t < t[run_start] + cooldown_us)
+        open_ = open_[~first & ~throttled]
+    return notified
+
+
+def decide_notifications(
+    con: duckdb.DuckDBPyConnection,
+    entries: str,
+    customers: str,
+    campaigns: str,
+    policy: Policy,
+    *,
+    prior_notified: str | None = None,
+    decided_at: str = "now()",
+) -> str:
+    """Decide every entry of ``entries``; returns the name of a temp table of decisions.
+
+    ``entries``: customer_id, store_id, ally_id, hit_at, distance_m (entries not decided yet).
+    ``customers``: the version history (customer_id, valid_from, opt-ins, preferred_channel, email, phone).
+    ``campaigns``: campaign_id, ally_id, starts_at, ends_at, priority, holdout_pct.
+    ``prior_notified``: customer_id, event_time of earlier notifications that count for the cooldown.
+    """
+    prior = prior_notified or "SELECT NULL::BIGINT AS customer_id, NULL::TIMESTAMPTZ AS event_time WHERE false"
+    cooldown = f"to_microseconds({int(round(policy.cooldown_minutes * 60_000_000))})"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE nt_entries AS
+        WITH e AS (
+            SELECT customer_id, store_id, ally_id, hit_at AS event_time, distance_m FROM ({entries})
+        ),
+        with_customer AS (
+            SELECT e.*, c.customer_id IS NOT NULL AS known, c.version AS customer_version,
+                   coalesce(c.location_opt_in, false) AND coalesce(c.marketing_opt_in, false) AS consent,
+                   {channel_sql("c.preferred_channel", "c.email", "c.phone")} AS channel
+            FROM e ASOF LEFT JOIN ({customers}) c
+              ON c.customer_id = e.customer_id AND e.event_time >= c.valid_from
+        ),
+        with_campaign AS (
+            SELECT w.*, k.campaign_id, k.priority, k.holdout_pct
+            FROM with_customer w
+            LEFT JOIN ({campaigns}) k
+              ON k.ally_id = w.ally_id AND k.starts_at <= w.event_time AND w.event_time < k.ends_at
+            QUALIFY row_number() OVER (
+                PARTITION BY w.customer_id, w.store_id, w.event_time ORDER BY k.priority DESC, k.campaign_id
+            ) = 1
+        )
+        SELECT *,
+               CASE WHEN NOT known THEN 'unknown_customer'
+                    WHEN NOT consent THEN 'no_consent'
+                    WHEN campaign_id IS NULL THEN 'no_campaign'
+                    WHEN EXISTS (SELECT 1 FROM ({prior}) p
+                                 WHERE p.customer_id = with_campaign.customer_id
+                                   AND p.event_time <= with_campaign.event_time
+                                   AND p.event_time > with_campaign.event_time - {cooldown})
+                         THEN 'throttled'
+               END AS pre_reason
+        FROM with_campaign
+        ORDER BY customer_id, event_time, priority DESC NULLS LAST, distance_m, store_id
+        """
+    )
+    open_ = con.execute(
+        "SELECT rowid, customer_id, epoch_us(event_time) FROM nt_entries WHERE pre_reason IS NULL ORDER BY rowid"
+    ).fetchnumpy()
+    keys = list(open_)
+    notified = cooldown_notified(
+        open_[keys[1]].astype(np.int64), open_[keys[2]].astype(np.int64), int(round(policy.cooldown_minutes * 60e6))
+    )
+    con.register(
+        "nt_notified_arrow",
+        pa.table({"row": np.asarray(open_[keys[0]], dtype=np.int64), "notified": notified}),
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE nt_decisions AS
+        WITH decided AS (
+            SELECT e.*, coalesce(e.pre_reason, CASE
+                       WHEN NOT n.notified THEN 'throttled'
+                       WHEN {holdout_bucket_sql("e.customer_id", "e.campaign_id")} < e.holdout_pct THEN 'holdout'
+                       ELSE 'sent' END) AS reason
+            FROM nt_entries e LEFT JOIN nt_notified_arrow n ON n.row = e.rowid
+        )
+        SELECT {notification_id_sql("customer_id", "store_id", "event_time")} AS notification_id,
+               customer_id, ally_id, store_id,
+               CASE WHEN reason NOT IN ('unknown_customer', 'no_consent', 'no_campaign') THEN campaign_id END
+                   AS campaign_id,
+               CASE WHEN reason IN ('sent', 'holdout') THEN channel END AS channel,
+               event_time,
+               CASE WHEN reason = 'sent' THEN 'sent' ELSE 'suppressed' END AS status,
+               reason, distance_m, customer_version, {decided_at} AS decided_at,
+               event_time::DATE AS date
+        FROM decided
+        ORDER BY event_time, customer_id, priority DESC NULLS LAST, distance_m, store_id
+        """
+    )
+    con.unregister("nt_notified_arrow")
+    return "nt_decisions"
