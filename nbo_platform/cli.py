@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from nbo_platform.settings import load_settings
@@ -28,16 +28,78 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_generated(report) -> None:
+    rows = ", ".join(f"{k} {v:,}" for k, v in report.rows.items())
+    bad = ", ".join(f"{k} {v:,}" for k, v in report.malformed.items() if v)
+    print(f"  rows: {rows}\n  malformed rows (to be quarantined): {bad or 'none'}")
+    print(f"  generated in {report.seconds['total']:.1f} s")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from nbo_platform.generate import generate, spec_for
+
+    settings = _settings(args)
+    spec = spec_for(args.preset, customers=args.customers, days=args.days, allies=args.allies, stores=args.stores)
+    if args.lift is not None:
+        from dataclasses import replace
+
+        spec = replace(spec, behaviour=replace(spec.behaviour, lift=args.lift))
+    print(
+        f"nbo generate: preset {args.preset!r} into {settings.data_dir}: {spec.customers:,} customers, "
+        f"{spec.stores:,} stores, {spec.days} day(s), seed {args.seed}"
+    )
+    report = generate(settings.data_dir, spec, seed=args.seed, start=args.start, salt=settings.pii_salt, progress=True)
+    _print_generated(report)
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from nbo_platform.lake import Lake
+    from nbo_platform.runner import dagster_instance, run_pipeline
+    from nbo_platform.simulate import Trip, default_start_time, entries_of, pick_customer, write_trip
+
+    settings = _settings(args)
+    lake = Lake(settings.lake_uri)
+    at = datetime.fromisoformat(args.at) if args.at else default_start_time(lake)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    trip = Trip(_latlon(args.start), _latlon(args.end), args.speed, at)
+    customer = pick_customer(lake)
+    write_trip(settings, trip, customer)
+    print(
+        f"nbo simulate: customer {customer} leaves {trip.start} at {at.isoformat()} for {trip.end} at {args.speed} km/h"
+    )
+    run_pipeline(settings, instance=dagster_instance(settings), echo=lambda _: None)
+    entries = entries_of(lake, customer)
+    if not entries:
+        print("  no store fence on the way")
+    for e in entries:
+        what = f"{e['channel']}: {e['offer_text']}" if e["status"] == "sent" else f"no offer ({e['reason']})"
+        print(
+            f"  {e['event_time']:%H:%M:%S}  {e['store_name']} ({e['ally_name']}), {e['distance_m']:.0f} m  ->  {what}"
+        )
+    return EXIT_OK
+
+
+def _latlon(text: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(x) for x in text.split(","))
+    except ValueError as e:
+        raise SystemExit(f"expected LAT,LON, got {text!r}") from e
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise SystemExit(f"{text!r}: latitude must be in [-90, 90] and longitude in [-180, 180]")
+    return lat, lon
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from nbo_platform.recipe import write_recipe
+    from nbo_platform.generate import PRESETS, generate
     from nbo_platform.report import print_summary
     from nbo_platform.runner import dagster_instance, run_pipeline
 
     settings = _settings(args)
-    if not (settings.reference_dir / "offers.csv").exists() and not settings.landing_dir.exists():
-        start = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=1)
-        print(f"nbo demo: writing the Next Best Offer recipe's data into {settings.data_dir}")
-        write_recipe(settings.data_dir, start=start)
+    if not settings.reference_dir.exists() and not settings.landing_dir.exists():
+        print(f"nbo demo: generating the 'demo' sample data into {settings.data_dir}")
+        _print_generated(generate(settings.data_dir, PRESETS["demo"], salt=settings.pii_salt))
     else:
         print(f"nbo demo: using the data already in {settings.data_dir}")
     run_pipeline(settings, instance=dagster_instance(settings))
@@ -102,6 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
     with_data_dir(
         sub.add_parser("demo", help="write sample data if none is present, run the pipeline, summarize")
     ).set_defaults(func=cmd_demo)
+    gen = with_data_dir(sub.add_parser("generate", help="write generated reference data and landing files"))
+    gen.add_argument("--preset", choices=("small", "demo", "large"), default="demo", help="sizes (default: demo)")
+    gen.add_argument("--customers", type=int, help="number of customers (overrides the preset)")
+    gen.add_argument("--days", type=int, help="number of days (overrides the preset)")
+    gen.add_argument("--allies", type=int, help="number of allies (overrides the preset)")
+    gen.add_argument("--stores", type=int, help="number of stores (overrides the preset)")
+    gen.add_argument("--seed", type=int, default=7, help="random seed: the same seed writes the same files")
+    gen.add_argument("--start", default="2025-06-02", help="first day (UTC date, default 2025-06-02)")
+    gen.add_argument("--lift", type=float, help="true effect of a notification on buying within the window")
+    gen.set_defaults(func=cmd_generate)
+    sim = with_data_dir(
+        sub.add_parser("simulate", help="one customer travels from A to B; prints the offers received on the way")
+    )
+    sim.add_argument("--from", dest="start", required=True, help="LAT,LON where the trip starts")
+    sim.add_argument("--to", dest="end", required=True, help="LAT,LON where the trip ends")
+    sim.add_argument("--speed", type=float, default=30.0, help="km/h (default 30)")
+    sim.add_argument("--at", help="start time, ISO-8601 (default: 10:00 UTC of the latest day with pings)")
+    sim.set_defaults(func=cmd_simulate)
     rules = sub.add_parser("rules", help="offer rules").add_subparsers(dest="rules_command", required=True)
     lint_p = with_data_dir(
         rules.add_parser(

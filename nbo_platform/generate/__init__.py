@@ -115,7 +115,7 @@ def generate(
     }
     bounds = np.linspace(0, spec.customers, spec.shards + 1).astype(int)
     states = [ShardState() for _ in range(spec.shards)]
-    next_activity = 1
+    next_activity = next_tx = 1
     day0 = pd.Timestamp(t_start, tz="UTC")
     timings = {"movement": 0.0, "activity": 0.0, "behaviour": 0.0, "write": 0.0}
     for i in range(spec.days):
@@ -138,8 +138,9 @@ def generate(
                 (versions["customer_id"] > bounds[s]) & (versions["customer_id"] <= bounds[s + 1])
             ]
             tx, stats = purchases(
-                srng, city, idx, day, pings, shard_versions, policy, spec.behaviour, states[s], fences
+                srng, city, idx, day, pings, shard_versions, policy, spec.behaviour, states[s], fences, next_tx
             )
+            next_tx += len(tx)
             for k, v in stats.items():
                 report.decisions[k] = report.decisions.get(k, 0) + int(v)
             timings["behaviour"] += time.perf_counter() - t

@@ -13,7 +13,7 @@ Background purchases happen at random stores and times. The metrics' uplift shou
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -43,7 +43,6 @@ class ShardState:
 
     geofence: pa.Table | None = None
     notified: pa.Table | None = None
-    counters: dict[str, int] = field(default_factory=lambda: {"activity": 0, "transaction": 0})
 
 
 def movement(rng: np.random.Generator, city: City, cust_idx: np.ndarray, day: pd.Timestamp) -> pd.DataFrame:
@@ -192,6 +191,7 @@ def purchases(
     behaviour: Behaviour,
     state: ShardState,
     fences: Fences,
+    first_id: int,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Purchases of the shard's customers that day, responding to the notifications they would get."""
     con = connect()
@@ -246,9 +246,7 @@ def purchases(
     tx = pd.concat([responded, background], ignore_index=True)
     tx["amount"] = np.round(rng.lognormal(np.log(45), 0.8, len(tx)), 2)
     tx = tx.sort_values(["event_time", "customer_id"], kind="stable").reset_index(drop=True)
-    first = state.counters["transaction"] + 1
-    tx.insert(0, "transaction_id", np.arange(first, first + len(tx)))
-    state.counters["transaction"] += len(tx)
+    tx.insert(0, "transaction_id", np.arange(first_id, first_id + len(tx)))
     stats = d["reason"].value_counts().to_dict()
     stats["responded"] = len(responded)
     return tx[["transaction_id", "customer_id", "store_id", "amount", "event_time"]], stats

@@ -107,7 +107,7 @@ class FeedWriter:
         if bad.any():
             col = "amount" if "amount" in out else out.columns[0]
             out[col] = out[col].astype(object)
-            out.loc[bad, col] = "n/a"
+            out.loc[bad, col] = "12,50 COP"  # a locale-formatted number: not parseable
         out.to_csv(target, index=False)
 
     def _write_parquet(self, target: Path, data: pd.DataFrame, bad: np.ndarray, rng) -> None:
