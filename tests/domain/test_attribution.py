@@ -1,0 +1,75 @@
+"""Attribution: window edges, latest notification wins, holdout apart, across midnight."""
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from nbo_platform.domain.attribution import attribute
+
+T0 = datetime(2025, 6, 2, 23, 50, tzinfo=UTC)
+
+
+def credit(con, notes, txs, window=15):
+    """notes: (id, customer, ally, seconds after T0, reason); txs: (id, customer, store, seconds after T0)."""
+    con.register(
+        "n",
+        pd.DataFrame(
+            [(i, c, a, a * 10, 1, "push", T0 + timedelta(seconds=s), r) for i, c, a, s, r in notes],
+            columns=[
+                "notification_id",
+                "customer_id",
+                "ally_id",
+                "store_id",
+                "campaign_id",
+                "channel",
+                "event_time",
+                "reason",
+            ],
+        ),
+    )
+    con.register(
+        "t",
+        pd.DataFrame(
+            [(i, c, st, 10.0, T0 + timedelta(seconds=s)) for i, c, st, s in txs],
+            columns=["transaction_id", "customer_id", "store_id", "amount", "event_time"],
+        ),
+    )
+    con.register("s", pd.DataFrame({"store_id": [10, 11, 20], "ally_id": [1, 1, 2]}))
+    eff, hold = attribute(con, "SELECT * FROM n", "SELECT * FROM t", "SELECT * FROM s", window)
+    pairs = lambda t: con.execute(f"SELECT notification_id, transaction_id FROM {t} ORDER BY 2").fetchall()  # noqa: E731
+    return pairs(eff), pairs(hold)
+
+
+def test_window_edges(con):
+    eff, _ = credit(
+        con,
+        [("a", 1, 1, 0, "sent"), ("b", 2, 1, 0, "sent"), ("c", 3, 1, 0, "sent")],
+        [(1, 1, 10, 900), (2, 2, 10, 901), (3, 3, 10, 0)],
+    )
+    # Exactly at the window's end is credited; one second later is not; the same instant is not.
+    assert eff == [("a", 1)]
+
+
+def test_any_store_of_the_ally_counts_other_allies_do_not(con):
+    eff, _ = credit(con, [("a", 1, 1, 0, "sent")], [(1, 1, 11, 60), (2, 1, 20, 60)])
+    assert eff == [("a", 1)]
+
+
+def test_latest_notification_wins_and_a_transaction_is_credited_once(con):
+    eff, _ = credit(con, [("early", 1, 1, 0, "sent"), ("late", 1, 1, 300, "sent")], [(1, 1, 10, 400), (2, 1, 10, 200)])
+    assert eff == [("late", 1), ("early", 2)]
+
+
+def test_holdout_is_measured_apart(con):
+    eff, hold = credit(
+        con,
+        [("sent", 1, 1, 0, "sent"), ("held", 1, 1, 100, "holdout"), ("t", 2, 1, 0, "throttled")],
+        [(1, 1, 10, 200), (2, 2, 10, 60)],
+    )
+    # The purchase follows both; each group credits it to its own latest entry. Throttled entries are not measured.
+    assert eff == [("sent", 1)] and hold == [("held", 1)]
+
+
+def test_window_crosses_midnight(con):
+    eff, _ = credit(con, [("a", 1, 1, 0, "sent")], [(1, 1, 10, 15 * 60)])  # 23:50 -> 00:05
+    assert eff == [("a", 1)]

@@ -1,0 +1,169 @@
+"""Notification decisions: each step of the contract, the cooldown, holdout and channels."""
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nbo_platform.domain.notifications import cooldown_notified, decide_notifications
+from nbo_platform.domain.policy import Policy
+
+T0 = datetime(2025, 6, 2, 10, 0, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def customer(cid, valid_from=EPOCH, version=1, loc=True, mkt=True, channel="push", email="a@b.co", phone="+57 300"):
+    return dict(
+        customer_id=cid,
+        version=version,
+        valid_from=valid_from,
+        location_opt_in=loc,
+        marketing_opt_in=mkt,
+        preferred_channel=channel,
+        email=email,
+        phone=phone,
+    )
+
+
+def campaign(cid, ally, priority=1, holdout=0.0, start=T0 - timedelta(days=1), end=T0 + timedelta(days=1)):
+    return dict(campaign_id=cid, ally_id=ally, starts_at=start, ends_at=end, priority=priority, holdout_pct=holdout)
+
+
+def decide(con, entries, customers, campaigns, prior=None, cooldown=60):
+    """entries: (customer_id, store_id, ally_id, minutes after T0, distance_m)."""
+    con.register(
+        "e",
+        pd.DataFrame(
+            [(c, s, a, T0 + timedelta(minutes=m), d) for c, s, a, m, d in entries],
+            columns=["customer_id", "store_id", "ally_id", "hit_at", "distance_m"],
+        ),
+    )
+    con.register("c", pd.DataFrame(customers))
+    con.register("k", pd.DataFrame(campaigns))
+    prior_sql = None
+    if prior:
+        con.register(
+            "p", pd.DataFrame([(c, T0 + timedelta(minutes=m)) for c, m in prior], columns=["customer_id", "event_time"])
+        )
+        prior_sql = "SELECT * FROM p"
+    table = decide_notifications(
+        con,
+        "SELECT * FROM e",
+        "SELECT * FROM c",
+        "SELECT * FROM k",
+        Policy(cooldown_minutes=cooldown),
+        prior_notified=prior_sql,
+    )
+    return con.execute(
+        f"SELECT customer_id, store_id, campaign_id, reason, channel, status FROM {table} ORDER BY event_time, rowid"
+    ).fetchall()
+
+
+def test_each_suppression_reason(con):
+    rows = decide(
+        con,
+        [(1, 100, 10, 0, 5), (2, 100, 10, 0, 5), (3, 100, 10, 0, 5), (4, 200, 20, 0, 5)],
+        [customer(2, loc=False), customer(3, mkt=None), customer(4)],
+        [campaign(7, 10)],
+    )
+    assert [(r[0], r[3]) for r in rows] == [
+        (1, "unknown_customer"),
+        (2, "no_consent"),
+        (3, "no_consent"),
+        (4, "no_campaign"),
+    ]
+    assert all(r[5] == "suppressed" and r[4] is None for r in rows)
+
+
+def test_consent_as_of_the_moment_of_the_entry(con):
+    withdrawn = T0 + timedelta(minutes=30)
+    rows = decide(
+        con,
+        [(1, 100, 10, 0, 5), (1, 100, 10, 90, 5)],
+        [customer(1), customer(1, valid_from=withdrawn, version=2, mkt=False)],
+        [campaign(7, 10)],
+    )
+    assert [r[3] for r in rows] == ["sent", "no_consent"]
+
+
+def test_customer_unknown_before_first_version(con):
+    rows = decide(
+        con,
+        [(1, 100, 10, 0, 5), (1, 100, 10, 90, 5)],
+        [customer(1, valid_from=T0 + timedelta(minutes=1))],
+        [campaign(7, 10)],
+    )
+    assert [r[3] for r in rows] == ["unknown_customer", "sent"]
+
+
+def test_cooldown_within_a_batch_and_against_earlier_notifications(con):
+    rows = decide(
+        con,
+        [(1, 100, 10, 0, 5), (1, 101, 10, 59, 5), (1, 102, 10, 60, 5), (2, 100, 10, 10, 5)],
+        [customer(1), customer(2)],
+        [campaign(7, 10)],
+        prior=[(2, -49)],  # customer 2 was notified 59 minutes before its entry
+    )
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        (1, 100, "sent"),
+        (2, 100, "throttled"),
+        (1, 101, "throttled"),
+        (1, 102, "sent"),
+    ]
+
+
+def test_entries_of_one_ping_by_priority_then_distance(con):
+    rows = decide(
+        con,
+        [(1, 100, 10, 0, 5), (1, 200, 20, 0, 50), (1, 300, 30, 0, 1), (1, 400, 40, 0, 0.5)],
+        [customer(1)],
+        [campaign(7, 10, priority=1), campaign(8, 20, priority=5), campaign(9, 30, priority=5)],
+    )
+    # Priority 5 first (the nearer store wins the tie), then priority 1; no campaign last.
+    assert [(r[1], r[3]) for r in rows] == [(300, "sent"), (200, "throttled"), (100, "throttled"), (400, "no_campaign")]
+
+
+def test_holdout_is_deterministic_and_counts_for_the_cooldown(con):
+    customers = [customer(c) for c in range(1, 401)]
+    entries = [(c, 100, 10, 0, 5) for c in range(1, 401)] + [(c, 100, 10, 30, 5) for c in range(1, 401)]
+    first = decide(con, entries, customers, [campaign(7, 10, holdout=25)])
+    again = decide(con, entries, customers, [campaign(7, 10, holdout=25)])
+    assert first == again
+    at0 = [r for r in first[:400]]
+    share = sum(r[3] == "holdout" for r in at0) / 400
+    assert 0.18 < share < 0.32
+    assert all(r[4] is not None for r in at0 if r[3] == "holdout")  # the channel it would have used
+    assert {r[3] for r in first[400:]} == {"throttled"}
+
+
+def test_channel_falls_back_when_the_contact_is_missing(con):
+    rows = decide(
+        con,
+        [(1, 100, 10, 0, 5), (2, 100, 10, 0, 5), (3, 100, 10, 0, 5), (4, 100, 10, 0, 5)],
+        [
+            customer(1, channel="email", email=None),
+            customer(2, channel="sms"),
+            customer(3, channel="voice", phone=" "),
+            customer(4, channel=None),
+        ],
+        [campaign(7, 10)],
+    )
+    assert [r[4] for r in rows] == ["push", "sms", "push", "push"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(0, 600)), max_size=60), st.integers(1, 120))
+def test_cooldown_rounds_equal_the_sequential_rule(entries, cooldown):
+    entries = sorted(entries)
+    c = np.array([e[0] for e in entries], dtype=np.int64)
+    t = np.array([e[1] for e in entries], dtype=np.int64)
+    got = cooldown_notified(c, t, cooldown)
+    expected, last = [], {}
+    for cust, time in entries:  # the rule as written: one entry after another
+        ok = cust not in last or time - last[cust] >= cooldown
+        expected.append(ok)
+        if ok:
+            last[cust] = time
+    assert got.tolist() == expected
