@@ -5,6 +5,7 @@ import dagster as dg
 from nbo_platform.defs.attribution.definitions import definitions as attribution
 from nbo_platform.defs.geo.definitions import definitions as geo
 from nbo_platform.defs.ingestion.definitions import definitions as ingestion
+from nbo_platform.defs.marts.definitions import definitions as marts
 from nbo_platform.defs.notifications.definitions import definitions as notifications
 from nbo_platform.defs.offers.definitions import definitions as offers
 from nbo_platform.defs.reference.definitions import definitions as reference
@@ -20,6 +21,7 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         geo(),
         notifications(),
         attribution(),
+        marts(),
         dg.Definitions(resources=build_resources(settings)),
     )
 

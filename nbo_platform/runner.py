@@ -66,7 +66,7 @@ def run_pipeline(
     lake = Lake(settings.lake_uri)
     report = RunReport()
 
-    def materialize(keys: list[str], partition: str | None) -> None:
+    def materialize(keys: list[str], partition: str | None, label: str = "reference") -> None:
         started = time.perf_counter()
         result = dg.materialize(
             assets,
@@ -81,7 +81,7 @@ def run_pipeline(
         assert result.success
         seconds = time.perf_counter() - started
         report.runs.append((partition or "-", keys, seconds))
-        echo(f"  {partition or 'reference':<10}  {', '.join(keys)}  ({seconds:.1f} s)")
+        echo(f"  {partition or label:<10}  {', '.join(keys)}  ({seconds:.1f} s)")
 
     reference = ["offers", "nbo_rules"]
     has_customers = find_reference_file(landing.reference_dir, "customers") or lake.has_files("customer_updates")
@@ -94,4 +94,9 @@ def run_pipeline(
     echo(f"nbo run: {len(plan)} event date(s) with pending files")
     for run in plan:
         materialize(sorted(run.assets), run.date)
+    if lake.has_files("next_best_offer") or lake.has_files("notifications"):
+        from nbo_platform.defs.marts.assets import nbo_dbt_models
+
+        echo("nbo run: dbt build (marts and their tests)")
+        materialize(sorted(k.to_user_string() for k in nbo_dbt_models.keys), None, label="marts")
     return report

@@ -97,6 +97,16 @@ TABLES: tuple[WarehouseTable, ...] = (
         "holdout_conversions",
         description="Holdout entries (control group) with the purchases that followed them.",
     ),
+    *(
+        WarehouseTable(m, f"marts/{m}", False, description=f"dbt mart {m} (see docs/analysts.md).")
+        for m in (
+            "campaign_effectiveness",
+            "channel_effectiveness",
+            "ally_performance",
+            "notification_funnel",
+            "offer_mix",
+        )
+    ),
     WarehouseTable(
         "quarantine",
         "quarantine",

@@ -13,6 +13,7 @@ renamed as (
         income,
         fico,
         event_time,
+        customer_version,
         cast(event_time as date) as activity_date
     from source
 )

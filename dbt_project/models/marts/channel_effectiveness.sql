@@ -1,0 +1,20 @@
+{{ config(materialized='external', location=mart_location('channel_effectiveness')) }}
+
+with outcomes as (
+    select * from {{ ref('int_notification_outcomes') }}
+),
+
+figures as (
+    select
+        channel,
+        notification_date as date,
+        {{ effectiveness_figures() }}
+    from outcomes
+    group by all
+)
+
+select
+    *,
+    {{ uplift_columns() }}
+from figures
+order by date, channel

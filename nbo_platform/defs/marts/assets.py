@@ -1,0 +1,99 @@
+"""The dbt project as Dagster assets: staging, intermediate and the campaign-effectiveness marts.
+
+Each dbt model is an asset whose lineage reaches the Python assets through the sources' ``meta``
+(``dagster.asset_key``); dbt tests appear as asset checks. dbt builds in its own working database
+(``.nbo/dbt.duckdb``, never the analysts' warehouse) and exports every mart to the lake as Parquet
+(``lake/marts/<mart>/``), where the warehouse's views pick them up.
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+
+from nbo_platform.defs.resources import LakeResource, LandingZoneResource, WarehouseResource
+from nbo_platform.settings import REPO_ROOT
+
+DBT_DIR = REPO_ROOT / "dbt_project"
+MARTS = ("campaign_effectiveness", "channel_effectiveness", "ally_performance", "notification_funnel", "offer_mix")
+
+dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
+
+
+def ensure_manifest(project: DbtProject = dbt_project) -> Path:
+    """Parse the dbt project (offline) when its manifest is missing or older than the project's files."""
+    manifest = project.manifest_path
+    sources = [p for d in ("models", "macros", "tests") for p in (DBT_DIR / d).rglob("*") if p.is_file()]
+    sources += [DBT_DIR / "dbt_project.yml", DBT_DIR / "profiles.yml"]
+    newest = max(p.stat().st_mtime for p in sources)
+    if not manifest.exists() or manifest.stat().st_mtime < newest:
+        from dbt.cli.main import dbtRunner
+
+        result = dbtRunner().invoke(["parse", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR), "--quiet"])
+        if not result.success:
+            raise RuntimeError(f"dbt parse failed: {result.exception}")
+    return manifest
+
+
+def prepare_mart_dirs(lake_root: Path) -> None:
+    """dbt-duckdb writes each external mart into its lake folder, which must exist."""
+    for mart in MARTS:
+        (lake_root / "marts" / mart).mkdir(parents=True, exist_ok=True)
+
+
+class NboDbtTranslator(DagsterDbtTranslator):
+    def get_group_name(self, dbt_resource_props) -> str:
+        return "marts"
+
+    def get_automation_condition(self, dbt_resource_props):
+        # Marts follow their inputs: a new partition of notifications or attribution updates them.
+        return dg.AutomationCondition.eager()
+
+    def get_owners(self, dbt_resource_props):
+        return ["team:analytics"]
+
+
+@dbt_assets(
+    manifest=ensure_manifest(),
+    project=dbt_project,
+    dagster_dbt_translator=NboDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)),
+)
+def nbo_dbt_models(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    lake: LakeResource,
+    landing: LandingZoneResource,
+    warehouse: WarehouseResource,
+):
+    the_lake = lake.lake()
+    # dbt's profile and sources read these; the subprocess inherits them.
+    os.environ["NBO_DATA_DIR"] = landing.data_dir
+    os.environ["NBO_LAKE_URI"] = str(the_lake.root)
+    prepare_mart_dirs(the_lake.root)
+    yield from dbt.cli(["build"], context=context).stream()
+    warehouse.publish(the_lake)
+
+
+marts_daily_job = dg.define_asset_job(
+    "marts_daily",
+    selection=dg.AssetSelection.groups("marts"),
+    description="Rebuild every dbt model and run its tests.",
+)
+
+marts_daily_schedule = dg.ScheduleDefinition(
+    name="marts_daily",
+    job=marts_daily_job,
+    cron_schedule="30 0 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Materializes the day's metrics at 00:30 UTC, once the day's attribution window has closed.",
+)
+
+marts_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "marts_automation",
+    target=dg.AssetSelection.groups("marts"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Updates the marts when the lake tables they read change.",
+)
