@@ -94,7 +94,8 @@ def run_pipeline(
     echo(f"nbo run: {len(plan)} event date(s) with pending files")
     for run in plan:
         materialize(sorted(run.assets), run.date)
-    if lake.has_files("next_best_offer") or lake.has_files("notifications"):
+    marts_missing = not lake.has_files("marts")
+    if (plan or marts_missing) and (lake.has_files("next_best_offer") or lake.has_files("notifications")):
         from nbo_platform.defs.marts.assets import nbo_dbt_models
 
         echo("nbo run: dbt build (marts and their tests)")

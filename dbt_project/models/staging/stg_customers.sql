@@ -1,6 +1,13 @@
 -- Customer versions without contact data: only what segmenting needs.
+-- depends_on: {{ source('lake', 'customers') }}
 with source as (
+    {% if lake_has('customers') %}
     select * from {{ source('lake', 'customers') }}
+    {% else %}
+    select null::bigint as customer_id, null::bigint as version, null::timestamptz as valid_from,
+           null::timestamptz as valid_to, null::bigint as income, null::bigint as fico
+    where false
+    {% endif %}
 )
 
 select

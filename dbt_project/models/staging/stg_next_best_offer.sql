@@ -1,5 +1,14 @@
+-- depends_on: {{ source('lake', 'next_best_offer') }}
 with source as (
+    {% if lake_has('next_best_offer') %}
     select * from {{ source('lake', 'next_best_offer') }}
+    {% else %}
+    select null::bigint as activity_id, null::bigint as customer_id, null::bigint as offer_id,
+           null::varchar as rule_id, null::varchar as activity_type, null::double as propensity_to_buy,
+           null::bigint as income, null::bigint as fico, null::timestamptz as event_time,
+           null::bigint as customer_version
+    where false
+    {% endif %}
 ),
 
 renamed as (
