@@ -13,6 +13,7 @@ def connect(threads: int | None = None, memory_limit: str | None = None) -> duck
     con = duckdb.connect(":memory:")
     # The contract reads a timestamp without offset as UTC, and event dates are UTC dates.
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # run logs, not terminals
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     if memory_limit:
