@@ -135,3 +135,12 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     a, b, c = (tree_digest(tmp_path / x) for x in "abc")
     assert a == b and len(a) > 20
     assert a != c
+
+
+def test_the_analysts_guide_queries_run_on_the_warehouse(demo):
+    _, _, _, query = demo
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "analysts.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in guide.split("```sql")[1:]]
+    assert len(blocks) >= 6
+    for sql in blocks:
+        assert query(sql), sql  # every question has an answer on the sample data
