@@ -1,6 +1,7 @@
 """Offer assignment throughput: Parquet in, Parquet out.
 
-Measures ``nbo_platform.domain.offers.assign_offers`` (DuckDB ASOF JOIN + the compiled rule CASE) and,
+Measures ``nbo_platform.domain.offers.assign_offers`` (DuckDB hash join on the version intervals + the
+compiled rule CASE) and,
 in the same run, a pandas ``merge_asof`` + ``numpy.select`` baseline, on the same generated input:
 1M customers with about 1.3 versions each, and 1M and 10M activities over one day.
 
@@ -33,7 +34,7 @@ CUSTOMERS = 1_000_000
 def generate(root: Path, activities: int, seed: int = 7) -> tuple[Path, Path]:
     con = connect()
     con.execute(f"SELECT setseed({seed / 100})")
-    customers = root / "customers.parquet"
+    customers = root / "customers_v2.parquet"  # with valid_to
     if not customers.exists():
         con.execute(
             f"""
@@ -46,6 +47,7 @@ def generate(root: Path, activities: int, seed: int = 7) -> tuple[Path, Path]:
                     FROM base WHERE random() < 0.3
                 )
                 SELECT customer_id, version, valid_from,
+                       lead(valid_from) OVER (PARTITION BY customer_id ORDER BY valid_from) AS valid_to,
                        (random() * 400000)::BIGINT AS income, (300 + random() * 550)::BIGINT AS fico,
                        NULL::VARCHAR AS gender
                 FROM versions ORDER BY customer_id, valid_from

@@ -1,7 +1,7 @@
 """Next Best Offer assignment: the recipe's stream-table join and CASE rule list, point in time.
 
-For each activity the customer version valid at the activity's event time is joined (an ASOF join:
-the latest version with ``valid_from <= event_time``), the first matching rule gives the offer and
+For each activity the customer version valid at the activity's event time is joined (the version
+with ``valid_from <= event_time < valid_to``), the first matching rule gives the offer and
 no match gives the default offer. An activity whose customer is unknown at that time gets no offer,
 as the recipe's inner join, and is returned apart with the reason instead of being lost.
 """
@@ -32,24 +32,33 @@ def assign_offers(
     assigned_table: str = "next_best_offer",
     unassigned_table: str = "next_best_offer_unassigned",
 ) -> Assignment:
-    """Create two temp tables from an activity relation and a customer-versions relation.
+    """Create the temp relations ``assigned_table`` (a view) and ``unassigned_table`` from an activity
+    relation and a customer-versions relation.
 
     ``activity`` needs customer_id, activity_id, activity_type, propensity_to_buy, event_time;
-    ``customers`` needs customer_id, version, valid_from, income, fico, gender.
+    ``customers`` needs customer_id, version, valid_from, valid_to (NULL for the current version),
+    income, fico, gender.
     """
-    # Inner ASOF join straight into the rule CASE: one pass, nothing materialized in between.
-    # Rows are not sorted here (a sort of every activity costs more than the join); writers order
-    # what they store.
+    # Versions are disjoint intervals [valid_from, valid_to), so the point-in-time join is an equi-join
+    # on customer_id with a range filter: a hash join (about 1.3 versions per customer), faster than
+    # an ASOF join's sort. (The open end is written with coalesce: an OR in a LEFT JOIN's condition
+    # makes DuckDB fall back to a nested-loop join.) One LEFT JOIN pass gives both the assignments and
+    # the activities whose customer had no version at that time; the rule CASE runs in the same pass.
+    joined = f"_{assigned_table}_joined"
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE {assigned_table} AS
+        CREATE OR REPLACE TEMP TABLE {joined} AS
         WITH matched AS (
             SELECT a.customer_id, a.activity_id, a.propensity_to_buy, a.activity_type, a.event_time,
                    c.income, c.fico, c.gender, c.version AS customer_version
             FROM {activity} a
-            ASOF JOIN {customers} c ON a.customer_id = c.customer_id AND a.event_time >= c.valid_from
+            LEFT JOIN {customers} c
+              ON a.customer_id = c.customer_id AND a.event_time >= c.valid_from
+             AND a.event_time < coalesce(c.valid_to, 'infinity'::TIMESTAMPTZ)
         ),
-        ranked AS (SELECT *, {rule_index_sql(rules)} AS _rule FROM matched)
+        ranked AS (
+            SELECT *, CASE WHEN customer_version IS NOT NULL THEN {rule_index_sql(rules)} END AS _rule FROM matched
+        )
         SELECT customer_id, activity_id, propensity_to_buy, activity_type, income, fico,
                {offer_ids_sql(rules)}[_rule] AS offer_id,
                {rule_ids_sql(rules)}[_rule] AS rule_id,
@@ -57,22 +66,31 @@ def assign_offers(
         FROM ranked
         """
     )
-    # The activities the ASOF join could not match: no version of the customer at or before the event.
+    # The assignments are a view over the joined rows (no second copy of every activity).
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {assigned_table} AS SELECT * FROM {joined} WHERE customer_version IS NOT NULL"
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {unassigned_table} AS
-        WITH known AS (SELECT customer_id, min(valid_from) AS first_seen FROM {customers} GROUP BY ALL)
-        SELECT a.customer_id, a.activity_id, a.activity_type, a.event_time,
+        WITH unknown AS (
+            SELECT customer_id, activity_id, activity_type, event_time FROM {joined} WHERE customer_version IS NULL
+        ),
+        known AS (
+            SELECT customer_id, min(valid_from) AS first_seen FROM {customers}
+            WHERE customer_id IN (SELECT customer_id FROM unknown) GROUP BY ALL
+        )
+        SELECT u.customer_id, u.activity_id, u.activity_type, u.event_time,
                '{UNKNOWN_CUSTOMER}' AS reason,
                CASE WHEN k.first_seen IS NULL THEN 'no profile for this customer'
                     ELSE 'no profile before ' || strftime(k.first_seen, '%Y-%m-%dT%H:%M:%SZ') END AS detail
-        FROM {activity} a LEFT JOIN known k USING (customer_id)
-        WHERE k.first_seen IS NULL OR a.event_time < k.first_seen
+        FROM unknown u LEFT JOIN known k USING (customer_id)
         """
     )
-    (assigned,) = con.execute(f"SELECT count(*) FROM {assigned_table}").fetchone()
-    (unassigned,) = con.execute(f"SELECT count(*) FROM {unassigned_table}").fetchone()
-    return Assignment(int(assigned), int(unassigned))
+    total, unassigned = con.execute(
+        f"SELECT count(*), count(*) FILTER (customer_version IS NULL) FROM {joined}"
+    ).fetchone()
+    return Assignment(int(total - unassigned), int(unassigned))
 
 
 def offer_lookup_sql(assignments: str, offers: str) -> str:

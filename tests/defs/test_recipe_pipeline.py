@@ -175,3 +175,15 @@ def test_code_location_loads():
         "next_best_offer_lookup",
     } <= keys
     defs.resolve_all_job_defs()
+
+
+def test_dbt_models_are_assets_with_lineage_to_the_python_assets_and_tests_as_checks():
+    graph = build_defs().resolve_asset_graph()
+    parents = lambda key: {p.to_user_string() for p in graph.get(dg.AssetKey(key)).parent_keys}  # noqa: E731
+    assert parents("stg_notifications") == {"notifications"}
+    assert parents("stg_effective_notifications") == {"effective_notifications"}
+    assert parents("campaign_effectiveness") == {"int_notification_outcomes"}
+    assert graph.get(dg.AssetKey("campaign_effectiveness")).group_name == "marts"
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert ("stg_notifications", "unique_stg_notifications_notification_id") in checks
+    assert any(a == "campaign_effectiveness" and n.startswith("rate_between_0_and_1") for a, n in checks)

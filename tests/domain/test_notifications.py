@@ -57,7 +57,8 @@ def decide(con, entries, customers, campaigns, prior=None, cooldown=60):
         prior_notified=prior_sql,
     )
     return con.execute(
-        f"SELECT customer_id, store_id, campaign_id, reason, channel, status FROM {table} ORDER BY event_time, rowid"
+        f"SELECT customer_id, store_id, campaign_id, reason, channel, status, "
+        f"epoch(event_time - TIMESTAMPTZ '{T0.isoformat()}') / 60 AS minute FROM {table} ORDER BY event_time, rowid"
     ).fetchall()
 
 
@@ -167,3 +168,63 @@ def test_cooldown_rounds_equal_the_sequential_rule(entries, cooldown):
         if ok:
             last[cust] = time
     assert got.tolist() == expected
+
+
+def test_campaign_window_edges(con):
+    start, end = T0, T0 + timedelta(minutes=120)
+    rows = decide(
+        con,
+        [(1, 100, 10, -0.001, 5), (2, 100, 10, 0, 5), (3, 100, 10, 119.999, 5), (4, 100, 10, 120, 5)],
+        [customer(c) for c in (1, 2, 3, 4)],
+        [campaign(7, 10, start=start, end=end)],
+    )
+    # The window is [starts_at, ends_at).
+    assert [r[3] for r in rows] == ["no_campaign", "sent", "sent", "no_campaign"]
+
+
+scenario = st.lists(
+    st.tuples(
+        st.integers(1, 3),  # customer
+        st.sampled_from([(100, 10), (200, 20), (300, 30)]),  # store, ally
+        st.integers(0, 600),  # minute of the entry
+    ),
+    min_size=1,
+    max_size=30,
+    unique_by=lambda e: (e[0], e[1][0], e[2]),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    entries=scenario, cut=st.integers(0, 600), consent_change=st.integers(0, 600), holdout=st.sampled_from([0, 30, 60])
+)
+def test_decisions_hold_the_contract_however_the_entries_are_split(entries, cut, consent_change, holdout):
+    from nbo_platform.duck import connect
+
+    customers = [customer(1), customer(2), customer(3, mkt=False)]
+    customers.append(customer(1, valid_from=T0 + timedelta(minutes=consent_change), version=2, loc=False))
+    campaigns = [campaign(7, 10, holdout=holdout), campaign(8, 20, priority=3, holdout=holdout)]
+    rows = [(c, s, a, m, 5.0) for c, (s, a), m in entries]
+    whole = decide(connect(), rows, customers, campaigns)
+    assert decide(connect(), rows, customers, campaigns) == whole  # re-running gives the same decisions
+
+    # The same entries in two batches (files arriving one after the other): the second batch sees the
+    # first batch's notifications as earlier ones.
+    first = [r for r in rows if r[3] < cut]
+    second = [r for r in rows if r[3] >= cut]
+    con = connect()
+    part1 = decide(con, first, customers, campaigns) if first else []
+    notified = [(r[0], r[6]) for r in part1 if r[3] in ("sent", "holdout")]
+    part2 = decide(connect(), second, customers, campaigns, prior=notified) if second else []
+    key = lambda r: (r[0], r[1], r[6], r[3])  # noqa: E731
+    assert sorted(map(key, part1 + part2)) == sorted(map(key, whole))
+
+    # No customer is notified twice within the cooldown, and nobody without consent at that moment.
+    by_customer: dict[int, list[float]] = {}
+    for r in whole:
+        if r[3] in ("sent", "holdout"):
+            by_customer.setdefault(r[0], []).append(r[6])
+            assert r[0] != 3 and not (r[0] == 1 and r[6] >= consent_change)
+    for ts in by_customer.values():
+        ts.sort()
+        assert all(b - a >= 60 for a, b in zip(ts, ts[1:], strict=False))

@@ -13,6 +13,11 @@ def setup(con, versions, activities):
         "income BIGINT, fico BIGINT, gender VARCHAR)"
     )
     con.executemany("INSERT INTO customers VALUES (?, ?, ?, ?, ?, NULL)", versions)
+    # Versions as the customers asset stores them: valid until the next version of the customer.
+    con.execute(
+        "CREATE OR REPLACE TABLE customers AS SELECT *, lead(valid_from) OVER "
+        "(PARTITION BY customer_id ORDER BY valid_from) AS valid_to FROM customers"
+    )
     con.execute(
         "CREATE TABLE activity (customer_id BIGINT, activity_id BIGINT, activity_type VARCHAR, "
         "propensity_to_buy DOUBLE, event_time TIMESTAMPTZ)"

@@ -27,7 +27,8 @@ def _activity_sql(lake, dates: list[str]) -> str | None:
             kinds={"duckdb", "parquet"},
             owners=["team:marketing"],
             description="The offer picked for each activity: the customer version valid at the activity's "
-            "event time (ASOF join), the first matching rule of `nbo_rules`, else the default offer. "
+            "event time (the version whose [valid_from, valid_to) holds it), the first matching rule of "
+            "`nbo_rules`, else the default offer. "
             "`rule_id` names the rule that fired.",
         ),
         dg.AssetSpec(
