@@ -165,6 +165,9 @@ def empty_state_sql() -> str:
     )
 
 
+BUCKET_ROWS = 2_500_000  # precise pings per pass: bounds memory on a 10M-ping day
+
+
 def geofence_hits(
     con: duckdb.DuckDBPyConnection,
     pings: str,
@@ -172,32 +175,63 @@ def geofence_hits(
     *,
     max_accuracy_m: float,
     prior_state: str | None = None,
+    bucket_rows: int = BUCKET_ROWS,
 ) -> GeofenceResult:
     """Every hit of ``pings`` (a relation: customer_id, event_time, lat, lon, accuracy_m) with ``is_entry``.
 
     ``prior_state`` (customer_id, last_ping_at, inside_store_ids) is where each customer was before
     these pings; every ping must be later than its customer's ``last_ping_at`` (the caller checks).
-    Returns temp tables of the hits and of the state after these pings.
+    Returns temp tables of the hits and of the state after these pings. Entries only depend on one
+    customer's pings, so large inputs are processed in buckets of customers (``bucket_rows`` precise
+    pings each) to bound memory.
     """
     fences.register(con)
     prior = prior_state or empty_state_sql()
-    con.execute(f"CREATE OR REPLACE TEMP TABLE geo_prior AS SELECT * FROM ({prior})")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE geo_prior AS SELECT customer_id, last_ping_at, inside_store_ids FROM ({prior})"
+    )
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE geo_pings AS
-        SELECT customer_id, event_time, lat, lon, accuracy_m, {cell_key_sql("lat", "lon")} AS cell
-        FROM ({pings})
+        CREATE OR REPLACE TEMP TABLE geo_input AS
+        SELECT customer_id, event_time, lat, lon, accuracy_m FROM ({pings})
         WHERE accuracy_m IS NULL OR accuracy_m <= {float(max_accuracy_m)}
         """
     )
     (total,) = con.execute(f"SELECT count(*) FROM ({pings})").fetchone()
-    (precise,) = con.execute("SELECT count(*) FROM geo_pings").fetchone()
-    # Candidates: pings in a cell of the fence and inside its bounding box.
+    (precise,) = con.execute("SELECT count(*) FROM geo_input").fetchone()
+    buckets = max(1, -(-int(precise) // bucket_rows))
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE geo_hits (customer_id BIGINT, store_id BIGINT, ally_id BIGINT, "
+        "hit_at TIMESTAMPTZ, distance_m DOUBLE, is_entry BOOLEAN, lat DOUBLE, lon DOUBLE, accuracy_m DOUBLE)"
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE geo_state ({STATE_COLUMNS})")
+    for b in range(buckets):
+        _bucket(con, fences, f"((customer_id % {buckets}) + {buckets}) % {buckets} = {b}")
+    return GeofenceResult("geo_hits", "geo_state", int(total), int(total - precise))
+
+
+def _bucket(con: duckdb.DuckDBPyConnection, fences: Fences, in_bucket: str) -> None:
+    # Each precise ping with the time of the customer's previous precise ping (here or in the prior state).
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE geo_pings AS
+        SELECT customer_id, event_time, lat, lon, accuracy_m, prev_time, {cell_key_sql("lat", "lon")} AS cell
+        FROM (
+            SELECT *, lag(event_time) OVER (PARTITION BY customer_id ORDER BY event_time) AS prev_time
+            FROM (SELECT *, false AS is_prior FROM geo_input WHERE {in_bucket}
+                  UNION ALL
+                  SELECT customer_id, last_ping_at, NULL, NULL, NULL, true FROM geo_prior WHERE {in_bucket})
+        )
+        WHERE NOT is_prior
+        """
+    )
+    # Candidates: pings in a cell of the fence and inside its bounding box; circles are decided here.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE geo_candidates AS
-        SELECT p.customer_id, p.event_time, p.lat, p.lon, p.accuracy_m, f.fence_row, f.store_id, f.ally_id,
-               f.is_polygon, f.radius_m, {haversine_sql("p.lat", "p.lon", "f.lat", "f.lon")} AS distance_m
+        SELECT p.customer_id, p.event_time, p.prev_time, p.lat, p.lon, p.accuracy_m, f.fence_row, f.store_id,
+               f.ally_id, f.is_polygon, {haversine_sql("p.lat", "p.lon", "f.lat", "f.lon")} AS distance_m,
+               f.radius_m
         FROM geo_pings p
         JOIN geo_fence_cells c ON c.cell = p.cell
         JOIN geo_fences f ON f.fence_row = c.fence_row
@@ -208,57 +242,47 @@ def geofence_hits(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE geo_raw_hits AS
-        SELECT customer_id, store_id, ally_id, event_time AS hit_at, distance_m, lat, lon, accuracy_m
+        SELECT customer_id, store_id, ally_id, event_time AS hit_at, prev_time, distance_m, lat, lon, accuracy_m
         FROM geo_candidates WHERE NOT is_polygon AND distance_m <= radius_m
         UNION ALL
-        SELECT c.customer_id, c.store_id, c.ally_id, c.event_time, c.distance_m, c.lat, c.lon, c.accuracy_m
-        FROM geo_candidates c JOIN {inside_polygon} i ON i.cand_row = c.rowid
+        SELECT c.customer_id, c.store_id, c.ally_id, c.event_time, c.prev_time, c.distance_m, c.lat, c.lon,
+               c.accuracy_m
+        FROM geo_candidates c SEMI JOIN {inside_polygon} i ON i.cand_row = c.rowid
         """
     )
-    # Entry: the customer's previous precise ping (here or in the prior state) was not inside that fence.
+    # Entry: the previous precise ping was not inside that fence.
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE geo_timeline AS
-        SELECT customer_id, event_time,
-               lag(event_time) OVER (PARTITION BY customer_id ORDER BY event_time) AS prev_time
-        FROM (SELECT customer_id, event_time FROM geo_pings
-              UNION ALL SELECT customer_id, last_ping_at FROM geo_prior)
-        """
-    )
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE geo_hits AS
+        f"""
+        INSERT INTO geo_hits
         WITH inside AS (
             SELECT customer_id, hit_at AS at, store_id FROM geo_raw_hits
             UNION ALL
-            SELECT customer_id, last_ping_at, unnest(inside_store_ids) FROM geo_prior
+            SELECT customer_id, last_ping_at, unnest(inside_store_ids) FROM geo_prior WHERE {in_bucket}
         )
-        SELECT h.customer_id, h.store_id, h.ally_id, h.hit_at, h.distance_m,
-               i.store_id IS NULL AS is_entry, h.lat, h.lon, h.accuracy_m
+        SELECT h.customer_id, h.store_id, h.ally_id, h.hit_at, h.distance_m, i.store_id IS NULL AS is_entry,
+               h.lat, h.lon, h.accuracy_m
         FROM geo_raw_hits h
-        JOIN geo_timeline t ON t.customer_id = h.customer_id AND t.event_time = h.hit_at
-        LEFT JOIN inside i ON i.customer_id = h.customer_id AND i.store_id = h.store_id AND i.at = t.prev_time
-        ORDER BY h.hit_at, h.customer_id, h.store_id
+        LEFT JOIN inside i ON i.customer_id = h.customer_id AND i.store_id = h.store_id AND i.at = h.prev_time
         """
     )
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE geo_state AS
+        f"""
+        INSERT INTO geo_state
         WITH last_ping AS (
-            SELECT customer_id, max(event_time) AS last_ping_at FROM geo_timeline GROUP BY customer_id
+            SELECT customer_id, max(event_time) AS last_ping_at FROM geo_pings GROUP BY customer_id
         ),
-        inside AS (
-            SELECT customer_id, hit_at AS at, list(store_id ORDER BY store_id) AS ids
-            FROM geo_raw_hits GROUP BY ALL
-            UNION ALL
-            SELECT customer_id, last_ping_at, inside_store_ids FROM geo_prior
+        now_inside AS (
+            SELECT h.customer_id, list(h.store_id ORDER BY h.store_id) AS ids
+            FROM geo_raw_hits h JOIN last_ping l ON l.customer_id = h.customer_id AND l.last_ping_at = h.hit_at
+            GROUP BY h.customer_id
         )
-        SELECT l.customer_id, l.last_ping_at, coalesce(i.ids, []::BIGINT[]) AS inside_store_ids
-        FROM last_ping l LEFT JOIN inside i ON i.customer_id = l.customer_id AND i.at = l.last_ping_at
-        ORDER BY l.customer_id
+        SELECT l.customer_id, l.last_ping_at, coalesce(n.ids, []::BIGINT[]) FROM last_ping l
+        LEFT JOIN now_inside n USING (customer_id)
+        UNION ALL
+        SELECT customer_id, last_ping_at, inside_store_ids FROM geo_prior
+        WHERE {in_bucket} AND customer_id NOT IN (SELECT customer_id FROM last_ping)
         """
     )
-    return GeofenceResult("geo_hits", "geo_state", int(total), int(total - precise))
 
 
 def _polygon_hits(con: duckdb.DuckDBPyConnection, fences: Fences) -> str:

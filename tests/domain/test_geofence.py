@@ -35,7 +35,7 @@ def run(con, pings: list[tuple], stores: list[dict] | None = None, prior: str | 
     result = geofence_hits(con, "SELECT * FROM test_pings", fences, max_accuracy_m=max_acc, prior_state=prior)
     hits = con.execute(
         f"SELECT customer_id, store_id, epoch(hit_at - TIMESTAMPTZ '{T0.isoformat()}') / 60 AS minute, is_entry "
-        f"FROM {result.hits} ORDER BY hit_at, store_id"
+        f"FROM {result.hits} ORDER BY hit_at, customer_id, store_id"
     ).fetchall()
     return [(c, s, round(m, 3), e) for c, s, m, e in hits], result
 
@@ -175,3 +175,37 @@ def test_grid_prefilter_finds_exactly_what_brute_force_finds(con):
     expected = sorted((pings[i][0], int(s), round(pings[i][1], 3)) for i, s in zip(pi, si, strict=True))
     assert got == expected
     assert len(expected) > 100
+
+
+def test_buckets_of_customers_give_the_same_hits_and_state():
+    from nbo_platform.duck import connect
+
+    rng = np.random.default_rng(1)
+    stores = pd.DataFrame(
+        {
+            "store_id": np.arange(30),
+            "ally_id": 1,
+            "lat": rng.uniform(4.6, 4.62, 30),
+            "lon": rng.uniform(-74.1, -74.08, 30),
+            "radius_m": 300.0,
+            "geometry_wkt": None,
+        }
+    )
+    n = 5000
+    pings = pd.DataFrame(
+        {
+            "customer_id": rng.integers(1, 100, n),
+            "event_time": pd.Timestamp("2025-06-02", tz="UTC") + pd.to_timedelta(rng.integers(0, 86400, n), unit="s"),
+            "lat": rng.uniform(4.6, 4.62, n),
+            "lon": rng.uniform(-74.1, -74.08, n),
+            "accuracy_m": 5.0,
+        }
+    ).drop_duplicates(["customer_id", "event_time"])
+    out = []
+    for rows in (10**9, 700):
+        con = connect()
+        con.register("p", pings)
+        geofence_hits(con, "SELECT * FROM p", Fences.from_frame(stores), max_accuracy_m=100, bucket_rows=rows)
+        out.append([con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in ("geo_hits", "geo_state")])
+    assert out[0] == out[1]
+    assert sum(h[5] for h in out[0][0]) > 100

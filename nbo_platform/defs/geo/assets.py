@@ -92,13 +92,17 @@ def update_hits(con, lake: Lake, date: str, fences: Fences, max_accuracy_m: floa
     result = geofence_hits(con, pings, fences, max_accuracy_m=max_accuracy_m, prior_state=prior_sql)
     # Incremental hits go to a file named after the first new ping file; a full recompute replaces all.
     name = f"hits-{new[0]}" if mode == "incremental" else "hits-full.parquet"
-    written = lake.write(con, f"SELECT {HIT_COLUMNS}, {lake_date(date)} AS date FROM {result.hits}", hits_dir / name)
+    written = lake.write(
+        con,
+        f"SELECT {HIT_COLUMNS}, {lake_date(date)} AS date FROM {result.hits} ORDER BY hit_at, customer_id, store_id",
+        hits_dir / name,
+    )
     if mode == "full":
         for p in hits_dir.glob("*.parquet"):
             if p.name != name:
                 p.unlink()
     state_dir.mkdir(parents=True, exist_ok=True)
-    lake.write(con, f"SELECT * FROM {result.state}", state_dir / STATE_FILE)
+    lake.write(con, f"SELECT * FROM {result.state} ORDER BY customer_id", state_dir / STATE_FILE)
     _write_json(meta_path, {"prior": prior_token, "fragments": sorted(fragments)})
     (entries,) = con.execute(f"SELECT count(*) FILTER (is_entry) FROM {result.hits}").fetchone()
     return {
