@@ -107,6 +107,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from nbo_platform.campaign_report import write_report
+    from nbo_platform.lake import Lake
+
+    settings = _settings(args)
+    if args.date:
+        try:
+            datetime.strptime(args.date, "%Y-%m-%d")
+        except ValueError:
+            raise SystemExit(f"--date {args.date!r}: expected YYYY-MM-DD") from None
+    name = f"campaign_report_{args.date}.html" if args.date else "campaign_report.html"
+    out = Path(args.out) if args.out else settings.reports_dir / name
+    data = write_report(Lake(settings.lake_uri), out, args.date)
+    if data.missing:
+        print(f"nbo report: not built yet: {', '.join(data.missing)} (run `nbo run` first)", file=sys.stderr)
+    if args.date and data.dates and args.date not in data.dates:
+        print(f"nbo report: no metrics for {args.date}; days present: {', '.join(data.dates)}", file=sys.stderr)
+    print(f"nbo report: {out} ({len(data.campaigns)} campaigns, days: {', '.join(data.dates) or 'none'})")
+    return EXIT_OK
+
+
 def cmd_rules_lint(args: argparse.Namespace) -> int:
     from nbo_platform.domain.feeds import OFFERS
     from nbo_platform.domain.rules import DEFAULT_RULES_PATH, RulesError, lint, load_rules
@@ -182,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--speed", type=float, default=30.0, help="km/h (default 30)")
     sim.add_argument("--at", help="start time, ISO-8601 (default: 10:00 UTC of the latest day with pings)")
     sim.set_defaults(func=cmd_simulate)
+    rep = with_data_dir(
+        sub.add_parser("report", help="write the campaign report: one self-contained HTML file (no network needed)")
+    )
+    rep.add_argument("--date", help="one UTC day (YYYY-MM-DD; default: every day present)")
+    rep.add_argument("--out", help="file to write (default: <data dir>/reports/campaign_report[_DATE].html)")
+    rep.set_defaults(func=cmd_report)
     rules = sub.add_parser("rules", help="offer rules").add_subparsers(dest="rules_command", required=True)
     lint_p = with_data_dir(
         rules.add_parser(

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -38,10 +39,10 @@ def ensure_dagster_home(settings: Settings) -> str:
     home = os.environ.get("DAGSTER_HOME") or str(settings.dagster_home)
     os.environ["DAGSTER_HOME"] = home
     os.makedirs(home, exist_ok=True)
-    config = os.path.join(home, "dagster.yaml")
-    if not os.path.exists(config):
-        with open(config, "w") as f:
-            f.write("telemetry:\n  enabled: false\n")
+    config = Path(home) / "dagster.yaml"
+    text = config.read_text() if config.exists() else "telemetry:\n  enabled: false\n"
+    if "freshness:" not in text:  # the feeds' freshness policies are evaluated only when enabled
+        config.write_text(text + "freshness:\n  enabled: true\n")
     return home
 
 
@@ -100,8 +101,9 @@ def run_pipeline(
         materialize(sorted(run.assets), run.date)
     marts_missing = not lake.has_files("marts")
     if (plan or marts_missing) and (lake.has_files("next_best_offer") or lake.has_files("notifications")):
-        from nbo_platform.defs.marts.assets import nbo_dbt_models
+        from nbo_platform.defs.marts.assets import campaign_report, nbo_dbt_models
 
-        echo("nbo run: dbt build (marts and their tests)")
-        materialize(sorted(k.to_user_string() for k in nbo_dbt_models.keys), None, label="marts")
+        echo("nbo run: dbt build (marts and their tests) and the campaign report")
+        keys = [*nbo_dbt_models.keys, campaign_report.key]
+        materialize(sorted(k.to_user_string() for k in keys), None, label="marts")
     return report

@@ -120,12 +120,19 @@ TABLES: tuple[WarehouseTable, ...] = (
 )
 
 
+TABLES_BY_LAKE_TABLE = {t.lake_table: t for t in TABLES}
+
+
+def analyst_columns_sql(t: WarehouseTable | None) -> str:
+    """The select list analysts see of a lake table: contacts left out or masked."""
+    if t is None or not (t.exclude or t.replace):
+        return "*"
+    star = f"* EXCLUDE ({', '.join((*t.exclude, *(c for c, _ in t.replace)))})"
+    return star + "".join(f", {expr} AS {c}" for c, expr in t.replace)
+
+
 def view_sql(lake: Lake, t: WarehouseTable) -> str:
-    star = "*"
-    if t.exclude or t.replace:
-        star = f"* EXCLUDE ({', '.join((*t.exclude, *(c for c, _ in t.replace)))})"
-        star += "".join(f", {expr} AS {c}" for c, expr in t.replace)
-    return f"SELECT {star} FROM {lake.scan_sql(t.lake_table, hive=t.partitioned)}"
+    return f"SELECT {analyst_columns_sql(t)} FROM {lake.scan_sql(t.lake_table, hive=t.partitioned)}"
 
 
 def publish(lake: Lake, warehouse_path: Path, tables: tuple[WarehouseTable, ...] = TABLES) -> list[str]:

@@ -2,11 +2,13 @@
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from nbo_platform.cli import main as cli_main
 from nbo_platform.definitions import build_defs
 from nbo_platform.generate import PRESETS, generate
 from nbo_platform.runner import run_pipeline as run
@@ -144,3 +146,42 @@ def test_the_analysts_guide_queries_run_on_the_warehouse(demo):
     assert len(blocks) >= 6
     for sql in blocks:
         assert query(sql), sql  # every question has an answer on the sample data
+
+
+def _metadata(instance, key: str) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey(key))
+    assert event is not None, f"{key} was never materialized"
+    return event.asset_materialization.metadata
+
+
+def test_the_ui_gets_previews_pictures_and_no_raw_contacts(demo):
+    _, _, instance, _ = demo
+    hits = _metadata(instance, "geofence_hits")
+    assert hits["map"].md_str.startswith("![map")
+    assert {c.name for c in hits["dagster/column_schema"].schema.columns} >= {"customer_id", "store_id", "is_entry"}
+    assert len(hits["preview"].records) > 0
+    assert _metadata(instance, "campaign_effectiveness")["effectiveness_chart"].md_str.startswith("![")
+    assert _metadata(instance, "location_pings")["dagster/row_count"].value > 0
+    email = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+    for key in ("all_notifications", "customer_updates", "notifications", "customer_activity"):
+        records = _metadata(instance, key)["preview"].records
+        assert records, key
+        for record in records:
+            assert not {"email", "phone", "address", "ip_address"} & set(record.data), key
+            assert not any(isinstance(v, str) and email.search(v) for v in record.data.values()), key
+
+
+def test_the_campaign_report_is_one_self_contained_file(demo, tmp_path):
+    settings, _, instance, query = demo
+    page = (settings.reports_dir / "campaign_report.html").read_text()  # written by the campaign_report asset
+    assert _metadata(instance, "campaign_report")["campaigns"].value > 0
+    assert page.count("data:image/png;base64,") >= 4  # funnel, campaigns, channels, map
+    assert "<script" not in page and "<link" not in page and "url(" not in page
+    assert not re.search(r"""(src|href)=["']?https?:""", page)
+    (day,) = query("SELECT max(date)::VARCHAR FROM campaign_effectiveness")[0]
+    out = tmp_path / "one_day.html"
+    assert cli_main(["report", "--data-dir", str(settings.data_dir), "--date", day, "--out", str(out)]) == 0
+    one_day = out.read_text()
+    assert f"for {day}" in one_day
+    for (campaign_id,) in query(f"SELECT DISTINCT campaign_id FROM campaign_effectiveness WHERE date = '{day}'"):
+        assert f"#{campaign_id}" in one_day

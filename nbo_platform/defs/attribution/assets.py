@@ -13,6 +13,7 @@ from datetime import timedelta
 import dagster as dg
 
 from nbo_platform.defs.geo.assets import policy_of
+from nbo_platform.defs.metadata import table_metadata
 from nbo_platform.defs.notifications.assets import files_sql
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.resources import LakeResource, WarehouseResource
@@ -105,6 +106,11 @@ def effective_notifications(context: dg.AssetExecutionContext, lake: LakeResourc
     yield dg.MaterializeResult(
         asset_key="effective_notifications",
         metadata={
+            **(
+                table_metadata(con, f"SELECT * FROM {files}", "effective_notifications", "purchased_at")
+                if files
+                else {}
+            ),
             "dagster/row_count": effective,
             "effective_notifications": int(notes),
             "attributed_amount": float(amount),

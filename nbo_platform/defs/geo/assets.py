@@ -13,7 +13,10 @@ import os
 import dagster as dg
 import pandas as pd
 
+from nbo_platform import charts
+from nbo_platform.campaign_report import map_inputs
 from nbo_platform.defs.ingestion.assets import FEED_ASSET_KEYS
+from nbo_platform.defs.metadata import image, table_metadata
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.resources import LakeResource, WarehouseResource
 from nbo_platform.domain.geofence import Fences, geofence_hits, out_of_order_customers
@@ -152,8 +155,14 @@ def geofence_hits_asset(
         if files
         else (0, 0, 0, 0)
     )
+    last = max(context.partition_keys)
+    stores, hits = map_inputs(con, the_lake, last)
+    pictures = {"map": image(charts.geo_map(stores, hits, f"stores and hits {last}"), f"map {last}")}
+    if files:
+        pictures |= table_metadata(con, f"SELECT * FROM read_parquet({files})", "geofence_hits", "hit_at")
     return dg.MaterializeResult(
         metadata={
+            **pictures,
             "dagster/row_count": int(rows),
             "entries": int(entries),
             "customers_with_hits": int(customers),

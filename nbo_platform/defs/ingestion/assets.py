@@ -1,7 +1,10 @@
 """One daily-partitioned asset per landing feed, all built by the same factory."""
 
+from datetime import timedelta
+
 import dagster as dg
 
+from nbo_platform.defs.metadata import table_metadata
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource, WarehouseResource
 from nbo_platform.domain.feeds import LANDING_FEEDS, Feed
@@ -50,6 +53,12 @@ def partition_figures(con, lake: Lake, feed: Feed, date: str) -> dict:
     return {"rows": int(rows), "files": int(n_files), "customers": int(customers)}
 
 
+# Event feeds arrive all day, file after file: one silent for an hour is flagged (warn), for six
+# hours it fails its freshness policy. The customers change feed is sparse by nature: no policy.
+STREAMING_FEEDS = ("customer_activity", "location_pings", "transactions")
+FEED_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=6), warn_window=timedelta(hours=1))
+
+
 def build_feed_asset(feed: Feed) -> dg.AssetsDefinition:
     @dg.asset(
         name=feed.table,
@@ -63,6 +72,7 @@ def build_feed_asset(feed: Feed) -> dg.AssetsDefinition:
             "Rejected rows go to `quarantine`."
         ),
         metadata={"landing_folder": f"landing/{feed.name}/", "key": ", ".join(feed.key)},
+        freshness_policy=FEED_FRESHNESS if feed.table in STREAMING_FEEDS else None,
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
     def _feed_asset(
@@ -80,8 +90,12 @@ def build_feed_asset(feed: Feed) -> dg.AssetsDefinition:
             if len(per_date) == 1
             else {"rows": sum(p["rows"] for p in per_date.values())}
         )
+        files = [str(f) for d in context.partition_keys for f in the_lake.partition_files(feed.table, d)]
+        shown = table_metadata(con, f"SELECT * FROM read_parquet({files})", feed.table) if files else {}
         return dg.MaterializeResult(
             metadata={
+                **shown,
+                "customers_in_partition": figures.get("customers", 0),
                 "dagster/row_count": figures["rows"],
                 "files_in_partition": figures.get("files", 0),
                 "files_ingested_this_run": len(results),

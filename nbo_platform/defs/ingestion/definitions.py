@@ -6,4 +6,8 @@ from nbo_platform.defs.ingestion.sensors import landing_zone_sensor
 
 
 def definitions() -> dg.Definitions:
-    return dg.Definitions(assets=feed_assets, asset_checks=feed_checks, sensors=[landing_zone_sensor])
+    return dg.Definitions(
+        assets=feed_assets,
+        asset_checks=feed_checks,
+        sensors=[landing_zone_sensor],
+    )

@@ -12,7 +12,12 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
+from nbo_platform import charts
+from nbo_platform.campaign_report import load_report_data, write_report
+from nbo_platform.defs.metadata import image, table_metadata
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource, WarehouseResource
+from nbo_platform.duck import connect
+from nbo_platform.lake import Lake
 from nbo_platform.settings import REPO_ROOT
 
 DBT_DIR = REPO_ROOT / "dbt_project"
@@ -71,8 +76,61 @@ def nbo_dbt_models(
     os.environ["NBO_DATA_DIR"] = landing.data_dir
     os.environ["NBO_LAKE_URI"] = str(the_lake.root)
     prepare_mart_dirs(the_lake.root)
-    yield from dbt.cli(["build"], context=context).stream()
+    for event in dbt.cli(["build"], context=context).stream():
+        name = getattr(event, "output_name", None)
+        if isinstance(event, dg.Output) and name in MARTS:
+            event = event.with_metadata({**event.metadata, **mart_metadata(the_lake, name)})
+        yield event
     warehouse.publish(the_lake)
+
+
+def mart_metadata(lake: Lake, mart: str) -> dict:
+    """Preview and column types of an exported mart; the campaign mart also gets its chart."""
+    folder = lake.root / "marts" / mart
+    if not any(folder.glob("*.parquet")):
+        return {}
+    con = connect()
+    relation = f"SELECT * FROM read_parquet('{folder}/*.parquet')"
+    (rows,) = con.execute(f"SELECT count(*) FROM ({relation})").fetchone()
+    # dbt's column docs stay the column schema; the preview adds what the rows look like.
+    preview = table_metadata(con, relation, f"marts/{mart}")["preview"]
+    shown = {"preview": preview, "dagster/row_count": int(rows)}
+    if mart == "campaign_effectiveness":
+        data = load_report_data(lake, con=con)
+        shown["effectiveness_chart"] = image(
+            charts.effectiveness_chart(data.campaigns, "campaign", "effective rate and uplift per campaign"),
+            "effective rate and uplift per campaign",
+        )
+    return shown
+
+
+@dg.asset(
+    deps=[
+        dg.AssetKey(m)
+        for m in ("campaign_effectiveness", "channel_effectiveness", "ally_performance", "notification_funnel")
+    ]
+    + ["stores", "allies", "campaigns"],  # fmt: skip
+    group_name="marts",
+    kinds={"html"},
+    owners=["team:analytics"],
+    automation_condition=dg.AutomationCondition.eager(),
+    description="The campaign report (`reports/campaign_report.html`): funnel, effective rate and uplift per "
+    "campaign, channel and ally, the trend over the days present and the map of stores and hits, in one "
+    "self-contained HTML file (`nbo report` writes the same for one day or all).",
+)
+def campaign_report(lake: LakeResource, landing: LandingZoneResource) -> dg.MaterializeResult:
+    out = Path(landing.data_dir) / "reports" / "campaign_report.html"
+    data = write_report(lake.lake(), out)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(out)),
+            "open": dg.MetadataValue.url(out.as_uri()),
+            "days": ", ".join(data.dates) or "none",
+            "campaigns": len(data.campaigns),
+            "not_built_yet": ", ".join(data.missing) or "none",
+            "funnel": dg.MetadataValue.md(charts.markdown_image(charts.funnel_chart(data.funnel), "funnel")),
+        }
+    )
 
 
 marts_daily_job = dg.define_asset_job(

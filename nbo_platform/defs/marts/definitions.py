@@ -5,6 +5,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from nbo_platform.defs.marts.assets import (
+    campaign_report,
     dbt_project,
     marts_automation_sensor,
     marts_daily_job,
@@ -21,7 +22,7 @@ def dbt_executable() -> str:
 
 def definitions() -> dg.Definitions:
     return dg.Definitions(
-        assets=[nbo_dbt_models],
+        assets=[nbo_dbt_models, campaign_report],
         jobs=[marts_daily_job],
         schedules=[marts_daily_schedule],
         sensors=[marts_automation_sensor],

@@ -12,6 +12,7 @@ from datetime import timedelta
 import dagster as dg
 
 from nbo_platform.defs.geo.assets import policy_of
+from nbo_platform.defs.metadata import table_metadata
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.resources import DeliveryResource, LakeResource, WarehouseResource
 from nbo_platform.domain.delivery import batch_id
@@ -106,6 +107,7 @@ def notifications(context: dg.AssetExecutionContext, lake: LakeResource, warehou
     )
     return dg.MaterializeResult(
         metadata={
+            **(table_metadata(con, f"SELECT * FROM {partition}", "notifications", "event_time") if partition else {}),
             "dagster/row_count": sum(totals.values()),
             "decided_this_run": sum(by_reason.values()),
             "sent": totals.get("sent", 0),
@@ -162,6 +164,7 @@ def all_notifications(context: dg.AssetExecutionContext, lake: LakeResource, war
     )
     return dg.MaterializeResult(
         metadata={
+            **(table_metadata(con, f"SELECT * FROM {files}", "all_notifications", "event_time") if files else {}),
             "dagster/row_count": rows,
             "by_channel": dg.MetadataValue.md(by_channel.to_markdown(index=False) if by_channel is not None else "-"),
         }

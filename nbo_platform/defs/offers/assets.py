@@ -3,6 +3,7 @@
 import dagster as dg
 
 from nbo_platform.defs.ingestion.assets import FEED_ASSET_KEYS
+from nbo_platform.defs.metadata import table_metadata
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.reference.assets import RULES_SNAPSHOT
 from nbo_platform.defs.resources import LakeResource, WarehouseResource
@@ -73,6 +74,7 @@ def next_best_offer(context: dg.AssetExecutionContext, lake: LakeResource, wareh
     yield dg.MaterializeResult(
         asset_key="next_best_offer",
         metadata={
+            **table_metadata(con, "SELECT * FROM next_best_offer", "next_best_offer", "event_time, activity_id"),
             "dagster/row_count": result.assigned,
             "offers_by_rule": dg.MetadataValue.md(by_offer.to_markdown(index=False)),
             "rules_source": rules.source,
@@ -107,13 +109,6 @@ def next_best_offer_lookup(
             continue
         rows += the_lake.write(con, offer_lookup_sql(f"read_parquet({files})", offers), target)
     warehouse.publish(the_lake)
-    preview = []
     files = [str(f) for d in context.partition_keys for f in the_lake.partition_files("next_best_offer_lookup", d)]
-    if files:
-        preview = con.execute(f"SELECT * FROM read_parquet({files}) LIMIT 10").df()
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": rows,
-            "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "no rows"),
-        }
-    )
+    shown = table_metadata(con, f"SELECT * FROM read_parquet({files})", "next_best_offer_lookup") if files else {}
+    return dg.MaterializeResult(metadata={**shown, "dagster/row_count": rows})
