@@ -1,14 +1,15 @@
-"""Near real time: time from a ping file landing to its notifications in the outbox, file after file.
+"""Near real time: from one new ping file landing to its notifications in the outbox.
 
-Generates one day of the ``demo`` preset with many small ping files (a streaming sink's output), then
-drops the files into the landing zone one at a time, in time order, and after each runs what the
-landing-zone sensor would request (``plan_landing_runs`` + the same in-process materialization as
-``nbo run``, without the dbt build). Prints the run time of each file's run and compares the first
-runs of the day with the last ones: with incremental geofencing the ratio stays near 1, i.e. a run's
-cost does not grow with what the day has already processed. The end-to-end latency is at most the
-sensor interval (30 s) plus this run time.
+Generates one day with many ping files of about 10k pings each (a streaming sink's output), then
+walks through the day in time order: files are dropped into the landing zone in batches until the
+day holds a given number of pings (default 100k, 500k, 1M), and there the next few files are
+dropped one at a time, each followed by what the landing-zone sensor would request
+(``plan_landing_runs`` + the same in-process materialization as ``nbo run``, without the dbt build).
+Prints the median time of those single-file runs at each level and its ratio to the first level:
+with incremental geofencing and append-only decisions a run's cost follows the new file, not the
+pings already held. Landing-to-outbox latency is at most the sensor interval (30 s) plus this time.
 
-    python benchmarks/bench_latency.py [--customers 4000] [--files-per-day 96]
+    python benchmarks/bench_latency.py [--customers 12000] [--files-per-day 100] [--held 100000 500000 1000000]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore")
 
 import dagster as dg  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 from nbo_platform.definitions import build_defs  # noqa: E402
 from nbo_platform.defs.ingestion.sensors import plan_landing_runs  # noqa: E402
@@ -40,14 +42,16 @@ from nbo_platform.settings import load_settings  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--customers", type=int, default=4000)
-    ap.add_argument("--files-per-day", type=int, default=96)
+    ap.add_argument("--customers", type=int, default=12_000)
+    ap.add_argument("--files-per-day", type=int, default=100)
+    ap.add_argument("--held", type=int, nargs="+", default=[100_000, 500_000, 1_000_000])
+    ap.add_argument("--measured-files", type=int, default=3, help="single-file runs timed at each level")
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "nbo-bench-latency"))
     args = ap.parse_args()
     root = Path(args.data)
     shutil.rmtree(root, ignore_errors=True)
     spec = replace(PRESETS["demo"], customers=args.customers, days=1, shards=1, files_per_day=args.files_per_day)
-    report = generate(root, spec, seed=7)
+    generate(root, spec, seed=7)
     queue = root / "queue"
     shutil.move(root / "landing" / "location_pings", queue)
     for feed in ("customer_activity", "transactions"):
@@ -69,32 +73,54 @@ def main() -> None:
             run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
         )
 
-    materialize([*REFERENCE_ASSETS, "policy", "allies", "stores", "campaigns"], None)
-    files = sorted(p for p in queue.rglob("*.parquet"))
-    target = root / "landing" / "location_pings"
-    timings = []
-    for f in files:
-        dest = target / f.relative_to(queue)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        shutil.move(f, dest)
-        plan = plan_landing_runs(lake, resources["landing"])
-        for run in plan:
+    def outbox_lines() -> int:
+        return sum(1 for p in (root / "outbox").rglob("*.jsonl") for _ in p.open())
+
+    def land(batch: list[Path]) -> None:
+        for f in batch:
+            dest = target / f.relative_to(queue)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(f, dest)
+        for run in plan_landing_runs(lake, resources["landing"]):
             materialize(sorted(run.assets), run.date)
-        timings.append(time.perf_counter() - started)
-    k = max(3, len(timings) // 10)
-    first, last = statistics.median(timings[:k]), statistics.median(timings[-k:])
-    print(
-        f"{report.rows['location_pings']:,} pings of {args.customers:,} customers in {len(files)} files "
-        f"(one day, ~{report.rows['location_pings'] // len(files):,} pings per file); 2 cores"
-    )
-    print(f"run per file: median {statistics.median(timings):.2f} s, max {max(timings):.2f} s")
-    print(
-        f"first {k} files: median {first:.2f} s; last {k} files: median {last:.2f} s; last/first = {last / first:.2f}"
-    )
-    outbox = sum(1 for p in (root / "outbox").rglob("*.jsonl") for _ in p.open())
-    print(f"notifications in the outbox: {outbox:,}")
 
-
-if __name__ == "__main__":
-    main()
+    materialize([*REFERENCE_ASSETS, "policy", "allies", "stores", "campaigns"], None)
+    files = sorted(queue.rglob("*.parquet"))  # time slots in order
+    sizes = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    target = root / "landing" / "location_pings"
+    print(
+        f"{sum(sizes):,} pings of {args.customers:,} customers in {len(files)} files (one day, median "
+        f"{statistics.median(sizes):,.0f} pings per file); 2 cores; medians of {args.measured_files} single-file runs"
+    )
+    print(f"{'pings held':>12} {'file pings':>10} {'run (s)':>8} {'vs first':>8} {'notifications':>13}")
+    held, i, first = 0, 0, None
+    for level in sorted(args.held):
+        batch, batch_pings = [], 0
+        while i < len(files) and held + batch_pings < level:
+            batch.append(files[i])
+            batch_pings += sizes[i]
+            i += 1
+        if batch:
+            land(batch)
+            held += batch_pings
+        held_before = held
+        if i + args.measured_files > len(files):
+            print(f"{level:>12,} not enough files left: generate more customers")
+            break
+        timings, pings, sent = [], [], []
+        for _ in range(args.measured_files):
+            before = outbox_lines()
+            started = time.perf_counter()
+            land([files[i]])
+            timings.append(time.perf_counter() - started)
+            pings.append(sizes[i])
+            sent.append(outbox_lines() - before)
+            held += sizes[i]
+            i += 1
+        median = statistics.median(timings)
+        first = first or median
+        print(
+            f"{held_before:>12,} {statistics.median(pings):>10,.0f} {median:>8.2f} {median / first:>7.2f}x "
+            f"{statistics.median(sent):>13,.0f}",
+            flush=True,
+        )

@@ -34,9 +34,11 @@ FUNNEL_STAGES = (
 )
 
 _FIGURES = """
-    sum(notifications_sent) AS notifications_sent, sum(effective_notifications) AS effective_notifications,
-    sum(attributed_amount) AS attributed_amount, sum(holdout_entries) AS holdout_entries,
-    sum(holdout_converted) AS holdout_converted
+    coalesce(sum(notifications_sent), 0) AS notifications_sent,
+    coalesce(sum(effective_notifications), 0) AS effective_notifications,
+    coalesce(sum(attributed_amount), 0) AS attributed_amount,
+    coalesce(sum(holdout_entries), 0) AS holdout_entries,
+    coalesce(sum(holdout_converted), 0) AS holdout_converted
 """
 
 
