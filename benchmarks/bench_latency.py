@@ -1,6 +1,7 @@
 """Near real time: from one new ping file landing to its notifications in the outbox.
 
-Generates one day with many ping files of about 10k pings each (a streaming sink's output), then
+Generates one day of pings and cuts them, in time order, into files of 10k pings (a streaming sink
+that rolls files by size, late and repeated records included), then
 walks through the day in time order: files are dropped into the landing zone in batches until the
 day holds a given number of pings (default 100k, 500k, 1M), and there the next few files are
 dropped one at a time, each followed by what the landing-zone sensor would request
@@ -9,7 +10,7 @@ Prints the median time of those single-file runs at each level and its ratio to 
 with incremental geofencing and append-only decisions a run's cost follows the new file, not the
 pings already held. Landing-to-outbox latency is at most the sensor interval (30 s) plus this time.
 
-    python benchmarks/bench_latency.py [--customers 12000] [--files-per-day 100] [--held 100000 500000 1000000]
+    python benchmarks/bench_latency.py [--customers 20000] [--file-pings 10000] [--held 100000 500000 1000000]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore")
 
 import dagster as dg  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from nbo_platform.definitions import build_defs  # noqa: E402
@@ -40,12 +42,24 @@ from nbo_platform.runner import REFERENCE_ASSETS  # noqa: E402
 from nbo_platform.settings import load_settings  # noqa: E402
 
 
+def rechunk(source: Path, queue: Path, file_pings: int) -> None:
+    """The generated ping files, in time order, re-cut into files of ``file_pings`` rows (a size-rolled sink)."""
+    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+        table = pa.concat_tables([pq.read_table(f) for f in sorted(folder.glob("*.parquet"))])
+        out = queue / folder.name
+        out.mkdir(parents=True)
+        for n, start in enumerate(range(0, table.num_rows, file_pings)):
+            pq.write_table(table.slice(start, file_pings), out / f"location_pings-{folder.name}-{n:05d}.parquet")
+    shutil.rmtree(source)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--customers", type=int, default=12_000)
+    ap.add_argument("--customers", type=int, default=20_000)
     ap.add_argument("--files-per-day", type=int, default=100)
     ap.add_argument("--held", type=int, nargs="+", default=[100_000, 500_000, 1_000_000])
     ap.add_argument("--measured-files", type=int, default=3, help="single-file runs timed at each level")
+    ap.add_argument("--file-pings", type=int, default=10_000, help="pings per landing file")
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "nbo-bench-latency"))
     args = ap.parse_args()
     root = Path(args.data)
@@ -53,7 +67,7 @@ def main() -> None:
     spec = replace(PRESETS["demo"], customers=args.customers, days=1, shards=1, files_per_day=args.files_per_day)
     generate(root, spec, seed=7)
     queue = root / "queue"
-    shutil.move(root / "landing" / "location_pings", queue)
+    rechunk(root / "landing" / "location_pings", queue, args.file_pings)
     for feed in ("customer_activity", "transactions"):
         shutil.rmtree(root / "landing" / feed)  # only pings: this measures the geo path
     settings = load_settings({"NBO_DATA_DIR": str(root)})
@@ -63,8 +77,10 @@ def main() -> None:
     instance = dg.DagsterInstance.ephemeral()
     lake = Lake(settings.lake_uri)
 
+    run_ids: list[str] = []
+
     def materialize(keys, partition):
-        dg.materialize(
+        result = dg.materialize(
             assets,
             selection=dg.AssetSelection.assets(*keys),
             partition_key=partition,
@@ -72,6 +88,14 @@ def main() -> None:
             instance=instance,
             run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
         )
+        run_ids.append(result.run_id)
+
+    def step_seconds(ids: list[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for run_id in ids:
+            for st in instance.get_run_step_stats(run_id):
+                out[st.step_key] = out.get(st.step_key, 0.0) + (st.end_time or 0) - (st.start_time or 0)
+        return out
 
     def outbox_lines() -> int:
         return sum(1 for p in (root / "outbox").rglob("*.jsonl") for _ in p.open())
@@ -107,12 +131,14 @@ def main() -> None:
         if i + args.measured_files > len(files):
             print(f"{level:>12,} not enough files left: generate more customers")
             break
-        timings, pings, sent = [], [], []
+        timings, pings, sent, steps = [], [], [], []
         for _ in range(args.measured_files):
             before = outbox_lines()
             started = time.perf_counter()
+            first_run = len(run_ids)
             land([files[i]])
             timings.append(time.perf_counter() - started)
+            steps.append(step_seconds(run_ids[first_run:]))
             pings.append(sizes[i])
             sent.append(outbox_lines() - before)
             held += sizes[i]
@@ -124,3 +150,9 @@ def main() -> None:
             f"{statistics.median(sent):>13,.0f}",
             flush=True,
         )
+        keys = sorted({k for st in steps for k in st})
+        print("             " + ", ".join(f"{k} {statistics.median(st.get(k, 0) for st in steps):.2f}" for k in keys))
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,7 @@ from nbo_platform.defs.ingestion.assets import FEED_ASSET_KEYS
 from nbo_platform.defs.metadata import image, table_metadata
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.resources import LakeResource, WarehouseResource
-from nbo_platform.domain.geofence import Fences, geofence_hits, out_of_order_customers
+from nbo_platform.domain.geofence import Fences, empty_state_sql, geofence_hits, out_of_order_customers
 from nbo_platform.domain.policy import load_policy
 from nbo_platform.duck import connect
 from nbo_platform.lake import Lake
@@ -78,29 +78,56 @@ def update_hits(con, lake: Lake, date: str, fences: Fences, max_accuracy_m: floa
         current = f"SELECT * FROM read_parquet('{state_dir / STATE_FILE}')"
         pings = f"SELECT * FROM read_parquet({[str(fragments[f]) for f in new]})"
         late = out_of_order_customers(con, pings, current)
-        if late:
-            if log:
-                log.info(f"{date}: {late} customer(s) with pings older than already processed: recomputing the day")
-        else:
-            mode, prior_sql = "incremental", current
+        mode, prior_sql = ("late", current) if late else ("incremental", current)
+        if late and log:
+            log.info(f"{date}: {late} customer(s) with pings older than already processed: recomputing their day")
     if mode == "full":
         new = sorted(fragments)
     if not new:  # no pings at all for the date
         for p in hits_dir.glob("*.parquet") if hits_dir.exists() else []:
             p.unlink()
         return {"mode": mode, "pings_read": 0, "hits": 0, "entries": 0, "ping_files": 0}
-    pings = (
-        f"SELECT customer_id, event_time, lat, lon, accuracy_m FROM read_parquet({[str(fragments[f]) for f in new]})"
-    )
+    columns = "customer_id, event_time, lat, lon, accuracy_m"
+    pings = f"SELECT {columns} FROM read_parquet({[str(fragments[f]) for f in new]})"
+    kept_hits = None
+    if mode == "late":
+        # Customers with late pings start the day again from the previous day's state, with all their
+        # pings of the day; everyone else goes on incrementally from the current state.
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE geo_late AS SELECT DISTINCT p.customer_id "
+            f"FROM ({pings}) p JOIN ({prior_sql}) s USING (customer_id) WHERE p.event_time <= s.last_ping_at"
+        )
+        day_start = _prior_state(lake, date)[0] or empty_state_sql()
+        all_pings = f"SELECT {columns} FROM read_parquet({[str(p) for p in fragments.values()]})"
+        pings = (
+            f"SELECT * FROM ({all_pings}) WHERE customer_id IN (SELECT customer_id FROM geo_late) UNION ALL "
+            f"SELECT * FROM ({pings}) WHERE customer_id NOT IN (SELECT customer_id FROM geo_late)"
+        )
+        prior_sql = (
+            f"SELECT customer_id, last_ping_at, inside_store_ids FROM ({day_start}) "
+            "WHERE customer_id IN (SELECT customer_id FROM geo_late) UNION ALL "
+            f"SELECT customer_id, last_ping_at, inside_store_ids FROM ({prior_sql}) "
+            "WHERE customer_id NOT IN (SELECT customer_id FROM geo_late)"
+        )
+        old = [str(p) for p in sorted(hits_dir.glob("*.parquet"))]
+        if old:
+            kept_hits = (
+                f"SELECT {HIT_COLUMNS} FROM read_parquet({old}) "
+                "WHERE customer_id NOT IN (SELECT customer_id FROM geo_late)"
+            )
     result = geofence_hits(con, pings, fences, max_accuracy_m=max_accuracy_m, prior_state=prior_sql)
-    # Incremental hits go to a file named after the first new ping file; a full recompute replaces all.
+    # Incremental hits go to a file named after the first new ping file; a full recompute, or one with
+    # late pings (the day's other hits kept, the late customers' hits replaced), rewrites the day as one file.
     name = f"hits-{new[0]}" if mode == "incremental" else "hits-full.parquet"
+    new_hits = f"SELECT {HIT_COLUMNS} FROM {result.hits}"
+    if kept_hits:
+        new_hits = f"{kept_hits} UNION ALL {new_hits}"
     written = lake.write(
         con,
-        f"SELECT {HIT_COLUMNS}, {lake_date(date)} AS date FROM {result.hits} ORDER BY hit_at, customer_id, store_id",
+        f"SELECT *, {lake_date(date)} AS date FROM ({new_hits}) ORDER BY hit_at, customer_id, store_id",
         hits_dir / name,
     )
-    if mode == "full":
+    if mode != "incremental":
         for p in hits_dir.glob("*.parquet"):
             if p.name != name:
                 p.unlink()
