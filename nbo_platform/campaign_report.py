@@ -78,26 +78,54 @@ def _table(lake: Lake, name: str) -> str | None:
     return lake.scan_sql(name) if lake.has_files(name) else None
 
 
+REPORT_FILE = "campaign_report.html"
+
+
+def report_path(data_dir: Path, date: str | None = None) -> Path:
+    """Where the report of one day (or of every day, ``date=None``) is written by default."""
+    return Path(data_dir) / "reports" / (f"campaign_report_{date}.html" if date else REPORT_FILE)
+
+
+_EMPTY_ALLIES = "(SELECT NULL::BIGINT ally_id, NULL ally_name, NULL category WHERE false)"
+_EMPTY_CAMPAIGNS = "(SELECT NULL::BIGINT campaign_id, NULL offer_text WHERE false)"
+
+
+def _grouped(
+    con: duckdb.DuckDBPyConnection, ce: str | None, by: str, joins: str = "", on_date: str = ""
+) -> pd.DataFrame:
+    if not ce:
+        return pd.DataFrame()
+    return _with_rates(
+        con.execute(f"SELECT {by}, {_FIGURES} FROM {ce} c {joins} {on_date} GROUP BY ALL ORDER BY ALL").df()
+    )
+
+
+def campaign_figures(con: duckdb.DuckDBPyConnection, lake: Lake, date: str | None = None) -> pd.DataFrame:
+    """Sent, effective, holdout and uplift with its interval per campaign (one day or every day)."""
+    allies = _table(lake, "allies") or _EMPTY_ALLIES
+    campaigns_ref = _table(lake, "campaigns") or _EMPTY_CAMPAIGNS
+    return _grouped(
+        con,
+        _mart(lake, "campaign_effectiveness"),
+        "c.campaign_id, '#' || c.campaign_id || coalesce(': ' || left(k.offer_text, 40), '') AS campaign, a.ally_name",
+        f"LEFT JOIN (SELECT DISTINCT campaign_id, offer_text FROM {campaigns_ref}) k USING (campaign_id) "
+        f"LEFT JOIN (SELECT DISTINCT ally_id, ally_name FROM {allies}) a ON a.ally_id = c.ally_id",
+        f"WHERE date = DATE '{date}'" if date else "",
+    )
+
+
 def load_report_data(lake: Lake, date: str | None = None, con: duckdb.DuckDBPyConnection | None = None) -> ReportData:
     con = con or connect()
     ce, funnel_mart = _mart(lake, "campaign_effectiveness"), _mart(lake, "notification_funnel")
     missing = [m for m, rel in (("campaign_effectiveness", ce), ("notification_funnel", funnel_mart)) if rel is None]
     on_date = f"WHERE date = DATE '{date}'" if date else ""
     dates = [str(r[0]) for r in con.execute(f"SELECT DISTINCT date FROM {ce} ORDER BY 1").fetchall()] if ce else []
-    allies = _table(lake, "allies") or "(SELECT NULL::BIGINT ally_id, NULL ally_name, NULL category WHERE false)"
-    campaigns_ref = _table(lake, "campaigns") or "(SELECT NULL::BIGINT campaign_id, NULL offer_text WHERE false)"
+    allies = _table(lake, "allies") or _EMPTY_ALLIES
 
-    def grouped(by: str, joins: str = "", extra: str = "") -> pd.DataFrame:
-        if not ce:
-            return pd.DataFrame()
-        df = con.execute(f"SELECT {by}{extra}, {_FIGURES} FROM {ce} c {joins} {on_date} GROUP BY ALL ORDER BY ALL").df()
-        return _with_rates(df)
+    def grouped(by: str, joins: str = "") -> pd.DataFrame:
+        return _grouped(con, ce, by, joins, on_date)
 
-    campaigns = grouped(
-        "c.campaign_id, '#' || c.campaign_id || coalesce(': ' || left(k.offer_text, 40), '') AS campaign, a.ally_name",
-        f"LEFT JOIN (SELECT DISTINCT campaign_id, offer_text FROM {campaigns_ref}) k USING (campaign_id) "
-        f"LEFT JOIN (SELECT DISTINCT ally_id, ally_name FROM {allies}) a ON a.ally_id = c.ally_id",
-    )
+    campaigns = campaign_figures(con, lake, date)
     channels = grouped("c.channel")
     ally_rows = grouped(
         "c.ally_id, coalesce(a.ally_name, 'ally ' || c.ally_id) AS ally_name, a.category",

@@ -27,12 +27,12 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def markdown_image(png: bytes, alt: str) -> str:
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
-
-
 def data_uri(png: bytes) -> str:
     return f"data:image/png;base64,{base64.b64encode(png).decode()}"
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    return f"![{alt}]({data_uri(png)})"
 
 
 def _empty(fig: Figure, message: str) -> bytes:

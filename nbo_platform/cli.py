@@ -108,7 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nbo_platform.campaign_report import write_report
+    from nbo_platform.campaign_report import report_path, write_report
     from nbo_platform.lake import Lake
 
     settings = _settings(args)
@@ -117,8 +117,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             datetime.strptime(args.date, "%Y-%m-%d")
         except ValueError:
             raise SystemExit(f"--date {args.date!r}: expected YYYY-MM-DD") from None
-    name = f"campaign_report_{args.date}.html" if args.date else "campaign_report.html"
-    out = Path(args.out) if args.out else settings.reports_dir / name
+    out = Path(args.out) if args.out else report_path(settings.data_dir, args.date)
     data = write_report(Lake(settings.lake_uri), out, args.date)
     if data.missing:
         print(f"nbo report: not built yet: {', '.join(data.missing)} (run `nbo run` first)", file=sys.stderr)

@@ -48,11 +48,6 @@ class Settings:
         return self.data_dir / "outbox"
 
     @property
-    def reports_dir(self) -> Path:
-        """The campaign report (``campaign_report.html``) the report asset and ``nbo report`` write."""
-        return self.data_dir / "reports"
-
-    @property
     def state_dir(self) -> Path:
         """Pipeline-private state: locks, dbt's working database, the local Dagster home."""
         return self.data_dir / ".nbo"

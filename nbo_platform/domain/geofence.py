@@ -339,12 +339,13 @@ def _polygon_hits(con: duckdb.DuckDBPyConnection, fences: Fences, candidate: str
     return name
 
 
-def out_of_order_customers(con: duckdb.DuckDBPyConnection, pings: str, prior_state: str) -> int:
-    """How many customers have a ping at or before their last already-processed ping."""
-    (n,) = con.execute(
-        f"""
-        SELECT count(DISTINCT p.customer_id) FROM ({pings}) p JOIN ({prior_state}) s USING (customer_id)
-        WHERE p.event_time <= s.last_ping_at
-        """
-    ).fetchone()
+def out_of_order_customers(
+    con: duckdb.DuckDBPyConnection, pings: str, prior_state: str, table: str = "geo_late"
+) -> int:
+    """Customers with a ping at or before their last already-processed ping, as temp table ``table``; their count."""
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT DISTINCT p.customer_id "
+        f"FROM ({pings}) p JOIN ({prior_state}) s USING (customer_id) WHERE p.event_time <= s.last_ping_at"
+    )
+    (n,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()
     return int(n)

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from nbo_platform.campaign_report import report_path
 from nbo_platform.cli import main as cli_main
 from nbo_platform.definitions import build_defs
 from nbo_platform.generate import PRESETS, generate
@@ -173,7 +174,7 @@ def test_the_ui_gets_previews_pictures_and_no_raw_contacts(demo):
 
 def test_the_campaign_report_is_one_self_contained_file(demo, tmp_path):
     settings, _, instance, query = demo
-    page = (settings.reports_dir / "campaign_report.html").read_text()  # written by the campaign_report asset
+    page = report_path(settings.data_dir).read_text()  # written by the campaign_report asset
     assert _metadata(instance, "campaign_report")["campaigns"].value > 0
     assert page.count("data:image/png;base64,") >= 4  # funnel, campaigns, channels, map
     assert "<script" not in page and "<link" not in page and "url(" not in page

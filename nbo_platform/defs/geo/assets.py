@@ -92,11 +92,8 @@ def update_hits(con, lake: Lake, date: str, fences: Fences, max_accuracy_m: floa
     kept_hits = None
     if mode == "late":
         # Customers with late pings start the day again from the previous day's state, with all their
-        # pings of the day; everyone else goes on incrementally from the current state.
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE geo_late AS SELECT DISTINCT p.customer_id "
-            f"FROM ({pings}) p JOIN ({prior_sql}) s USING (customer_id) WHERE p.event_time <= s.last_ping_at"
-        )
+        # pings of the day; everyone else goes on incrementally from the current state. ``geo_late`` holds
+        # them (written by out_of_order_customers above).
         day_start = _prior_state(lake, date)[0] or empty_state_sql()
         all_pings = f"SELECT {columns} FROM read_parquet({[str(p) for p in fragments.values()]})"
         pings = (

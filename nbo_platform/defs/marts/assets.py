@@ -13,7 +13,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
 from nbo_platform import charts
-from nbo_platform.campaign_report import load_report_data, write_report
+from nbo_platform.campaign_report import campaign_figures, report_path, write_report
 from nbo_platform.defs.metadata import image, table_metadata
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource, WarehouseResource
 from nbo_platform.duck import connect
@@ -96,20 +96,17 @@ def mart_metadata(lake: Lake, mart: str) -> dict:
     preview = table_metadata(con, relation, f"marts/{mart}")["preview"]
     shown = {"preview": preview, "dagster/row_count": int(rows)}
     if mart == "campaign_effectiveness":
-        data = load_report_data(lake, con=con)
         shown["effectiveness_chart"] = image(
-            charts.effectiveness_chart(data.campaigns, "campaign", "effective rate and uplift per campaign"),
+            charts.effectiveness_chart(
+                campaign_figures(con, lake), "campaign", "effective rate and uplift per campaign"
+            ),
             "effective rate and uplift per campaign",
         )
     return shown
 
 
 @dg.asset(
-    deps=[
-        dg.AssetKey(m)
-        for m in ("campaign_effectiveness", "channel_effectiveness", "ally_performance", "notification_funnel")
-    ]
-    + ["stores", "allies", "campaigns"],  # fmt: skip
+    deps=[*(m for m in MARTS if m != "offer_mix"), "stores", "allies", "campaigns", "geofence_hits"],
     group_name="marts",
     kinds={"html"},
     owners=["team:analytics"],
@@ -119,7 +116,7 @@ def mart_metadata(lake: Lake, mart: str) -> dict:
     "self-contained HTML file (`nbo report` writes the same for one day or all).",
 )
 def campaign_report(lake: LakeResource, landing: LandingZoneResource) -> dg.MaterializeResult:
-    out = Path(landing.data_dir) / "reports" / "campaign_report.html"
+    out = report_path(Path(landing.data_dir))
     data = write_report(lake.lake(), out)
     return dg.MaterializeResult(
         metadata={
