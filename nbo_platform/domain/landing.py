@@ -1,19 +1,21 @@
 """Landing-zone ingestion: one mechanism for every feed and every file format.
 
-A landing file is read into raw string records (``read_records``), typed and checked against its
-feed's schema in one SQL pass (``validate_sql``), de-duplicated on the feed's key against everything
-accepted before, and split three ways:
+Pending files are ingested in name order, in batches of up to ``BATCH_BYTES`` of landing data. Each
+file is read into raw string records (``read_records``); the batch's records are typed and checked
+against the feed's schema in one SQL pass (``validate_sql``), de-duplicated on the feed's key against
+everything accepted before, and split three ways:
 
-* new rows land in the lake as ``<table>/date=D/<file_id>.parquet`` (one fragment per event date);
-* rows already accepted from an earlier file (at-least-once delivery) are counted as duplicates;
-* rows that break the schema go to ``quarantine/<feed>/<file_id>.parquet`` with line, reason and
-  the raw record.
+* new rows land in the lake as ``<table>/date=D/<batch>.parquet`` (one fragment per event date);
+* rows already accepted (from an earlier file or line: at-least-once delivery) count as duplicates;
+* rows that break the schema go to ``quarantine/<feed>/<batch>.parquet`` with file, line, reason
+  and the raw record.
 
-For every file ``rows_read = rows_accepted + rows_quarantined`` and
-``rows_accepted = rows_new + rows_duplicate``; the counts are recorded in the landing manifest
-(``landing_manifest/<feed>/<file_id>.parquet``), written last, which also makes every file
-ingested exactly once: a file whose name is in the manifest is never read again, and a file that
-changed after it was ingested is reported by ``scan_landing`` instead of being re-read.
+Results are per file: ``rows_read = rows_accepted + rows_quarantined`` and
+``rows_accepted = rows_new + rows_duplicate``, recorded in the landing manifest
+(``landing_manifest/<feed>/<batch>.parquet``, one row per file), written last. That makes every file
+ingested exactly once: a file whose name is in the manifest is never read again, a file that changed
+after it was ingested is reported by ``scan_landing`` instead of being re-read, and the fragments of
+a batch interrupted before its manifest are removed (``remove_orphans``) before it is ingested again.
 """
 
 from __future__ import annotations
@@ -54,71 +56,109 @@ def file_format(path: Path) -> str | None:
     return FORMATS.get(path.suffix.lower())
 
 
-def read_records(con: duckdb.DuckDBPyConnection, path: Path, feed: Feed) -> str:
-    """Load a file's records into a temp view and return its name.
+def read_records(
+    con: duckdb.DuckDBPyConnection,
+    path: Path | list[Path],
+    feed: Feed,
+    *,
+    check: bool = True,
+    lazy_raw: bool = False,
+) -> str:
+    """Load the records of a file (or of several files of one format) into a temp view; return its name.
 
-    The view has ``_line`` (1-based line of the record; for CSV the record number, the header being
-    line 1), ``_raw`` (the record as read), ``_parse_error`` (why the record could not be parsed,
-    else NULL) and one VARCHAR column per feed column (NULL where absent).
+    The view has ``_path`` (the file), ``_line`` (1-based line of the record; for CSV the record
+    number, the header being line 1), ``_raw`` (the record as read; NULL for CSV rows that parsed,
+    and with ``lazy_raw`` for Parquet rows, see ``raw_parquet_records``), ``_parse_error`` (why the
+    record could not be parsed, else NULL) and one VARCHAR column per feed column (NULL where
+    absent). With ``check`` the files are read once here so that one that cannot be read raises
+    ``LandingError``; without it the first query over the view does. CSV is read one file at a time.
     """
-    fmt = file_format(path)
-    view = f"records_{hashlib.md5(str(path).encode()).hexdigest()[:10]}"
+    paths = path if isinstance(path, list) else [path]
+    fmt = file_format(paths[0])
+    if any(file_format(q) != fmt for q in paths):
+        raise ValueError("read_records: files of one format at a time")
+    where = paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
+    view = f"records_{hashlib.md5(str(paths).encode()).hexdigest()[:10]}"
+    listed = "[" + ", ".join(sql_literal(str(q)) for q in paths) + "]"
     cols = feed.column_names
     try:
         if fmt == "jsonl":
-            extract = ", ".join(
-                f"CASE WHEN json_type(j) = 'OBJECT' THEN json_extract_string(j, {sql_literal('$.' + c)}) END AS {c}"
-                for c in cols
+            # The lines are materialized first: a file is one row of read_text, and the JSON work that
+            # follows runs in parallel over the lines only once they are rows of a table.
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE {view}_lines AS
+                SELECT _path, generate_subscripts(l, 1) AS _line, unnest(l) AS _raw
+                FROM (SELECT filename AS _path, string_split(content, chr(10)) AS l FROM read_text({listed}))
+                """
             )
+            # One parse per line: the feed's fields come out as a list, in column order.
+            fields = "[" + ", ".join(sql_literal("$." + c) for c in cols) + "]"
+            extract = ", ".join(f"v[{i + 1}] AS {c}" for i, c in enumerate(cols))
             con.execute(
                 f"""
                 CREATE OR REPLACE TEMP VIEW {view} AS
-                WITH lines AS (
-                    SELECT generate_subscripts(l, 1) AS _line, unnest(l) AS _raw
-                    FROM (SELECT string_split(content, chr(10)) AS l
-                          FROM read_text({sql_literal(str(path))}))
-                ),
-                parsed AS (
-                    SELECT _line, rtrim(_raw, chr(13)) AS _raw, try_cast(rtrim(_raw, chr(13)) AS JSON) AS j
-                    FROM lines WHERE trim(_raw) <> ''
-                )
-                SELECT _line, _raw,
+                SELECT _path, _line, _raw,
                        CASE WHEN j IS NULL THEN 'unparseable JSON'
                             WHEN json_type(j) <> 'OBJECT' THEN 'not a JSON object' END AS _parse_error,
                        {extract}
-                FROM parsed
+                FROM (SELECT *, CASE WHEN json_type(j) = 'OBJECT' THEN json_extract_string(j, {fields}) END AS v
+                      FROM (SELECT _path, _line, _raw, try_cast(_raw AS JSON) AS j
+                            FROM (SELECT _path, _line, rtrim(_raw, chr(13)) AS _raw FROM {view}_lines
+                                  WHERE trim(_raw) <> '')))
                 """
             )
         elif fmt == "csv":
-            con.register(view + "_arrow", _read_csv_records(path, cols))
-            # Raw text of a valid row: a JSON object of its fields, built vectorized.
-            field_json = ", ".join(f"{sql_literal(c)}, {c}" for c in cols)
+            if len(paths) > 1:
+                raise ValueError("read_records: one CSV file at a time")
+            con.register(view + "_arrow", _read_csv_records(paths[0], cols))
             con.execute(
-                f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT _line, "
-                f"coalesce(_raw, json_object({field_json})::VARCHAR) AS _raw, _parse_error, {', '.join(cols)} "
-                f"FROM {view}_arrow"
+                f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {sql_literal(str(paths[0]))} AS _path, _line, _raw, "
+                f"_parse_error, {', '.join(cols)} FROM {view}_arrow"
             )
         elif fmt == "parquet":
             present = {
-                r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_literal(str(path))})").fetchall()
+                r[0]
+                for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({listed}, union_by_name = true)").fetchall()
             }
             select = ", ".join(f"p.{c}::VARCHAR AS {c}" if c in present else f"NULL::VARCHAR AS {c}" for c in cols)
+            raw = "NULL::VARCHAR" if lazy_raw else _PARQUET_RAW
             con.execute(
                 f"""
                 CREATE OR REPLACE TEMP VIEW {view} AS
-                SELECT p.file_row_number + 1 AS _line,
-                       to_json(p)::VARCHAR AS _raw,
-                       NULL::VARCHAR AS _parse_error,
-                       {select}
-                FROM read_parquet({sql_literal(str(path))}, file_row_number = true) p
+                SELECT p.filename AS _path, p.file_row_number + 1 AS _line, {raw} AS _raw,
+                       NULL::VARCHAR AS _parse_error, {select}
+                FROM read_parquet({listed}, file_row_number = true, filename = true, union_by_name = true) p
                 """
             )
         else:
-            raise LandingError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .csv or .parquet)")
-        con.execute(f"SELECT count(*) FROM {view}").fetchone()  # surface read errors here
+            raise LandingError(f"{where}: unsupported file type {paths[0].suffix!r} (use .jsonl, .csv or .parquet)")
+        if check:
+            con.execute(f"SELECT count(*) FROM {view}").fetchone()  # surface read errors here
     except (duckdb.Error, pa.ArrowInvalid, UnicodeDecodeError) as e:
-        raise LandingError(f"{path}: cannot be read as {fmt}: {e}") from e
+        raise LandingError(f"{where}: cannot be read as {fmt}: {e}") from e
     return view
+
+
+def drop_records(con: duckdb.DuckDBPyConnection, view: str) -> None:
+    """Free what ``read_records`` made for a view."""
+    con.execute(f"DROP VIEW IF EXISTS {view}")
+    con.execute(f"DROP TABLE IF EXISTS {view}_lines")
+    if con.execute(f"SELECT count(*) FROM duckdb_views() WHERE view_name = '{view}_arrow'").fetchone()[0]:
+        con.unregister(f"{view}_arrow")
+
+
+# A Parquet record's raw text: its columns (all of them, as stored) as a JSON object.
+_PARQUET_RAW = "to_json(struct_pack(*COLUMNS(* EXCLUDE (filename, file_row_number))))::VARCHAR"
+
+
+def raw_parquet_records(path: Path, lines_sql: str) -> str:
+    """SQL of the raw text of a Parquet file's records at the lines ``lines_sql`` gives."""
+    return (
+        f"SELECT file_row_number + 1 AS _line, {_PARQUET_RAW} AS _raw "
+        f"FROM read_parquet({sql_literal(str(path))}, file_row_number = true, filename = true) "
+        f"WHERE file_row_number + 1 IN ({lines_sql})"
+    )
 
 
 def _read_csv_records(path: Path, cols: tuple[str, ...]) -> pa.Table:
@@ -188,8 +228,12 @@ def validate_sql(
     *,
     ingested_at: datetime,
     partitions_start: str | None = None,
+    carry: tuple[str, ...] = (),
 ) -> str:
-    """SQL typing a records view: one row per record with typed columns and ``_reason``."""
+    """SQL typing a records view: one row per record with typed columns and ``_reason``.
+
+    ``carry`` names columns of the view passed through unchanged (the batch's ``_file_no``).
+    """
     typed = ", ".join(f"{_typed(c)} AS t_{c.name}" for c in feed.columns)
     checks: list[str] = []
     for c in feed.columns:
@@ -222,11 +266,18 @@ def validate_sql(
         checks.append(f"CASE WHEN NOT ({pred}) THEN {sql_literal(reason)} END")
     renamed = ", ".join(f"t_{c.name} AS {c.name}" for c in feed.columns)
     # Only the first failure of each column is listed: enough to fix the record, short to read.
+    # The raw text is kept for rejected rows only (the quarantine's record); a row parsed from CSV or
+    # Parquet without its text gets a JSON object of its fields.
+    fields = ", ".join(f"{sql_literal(c)}, {c}" for c in feed.column_names)
     return f"""
-        WITH t AS (SELECT *, {typed} FROM {records_view})
-        SELECT _line, _raw, {renamed},
-               coalesce(_parse_error, NULLIF(concat_ws('; ', {", ".join(checks)}), '')) AS _reason
-        FROM t
+        WITH t AS (SELECT *, {typed} FROM {records_view}),
+        r AS (
+            SELECT *, coalesce(_parse_error, NULLIF(concat_ws('; ', {", ".join(checks)}), '')) AS _reason FROM t
+        )
+        SELECT {"".join(c + ", " for c in carry)}_line,
+               CASE WHEN _reason IS NOT NULL THEN coalesce(_raw, json_object({fields})::VARCHAR) END AS _raw,
+               {renamed}, _reason
+        FROM r
     """
 
 
@@ -294,13 +345,13 @@ def read_manifest(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed | None 
 
 
 def scan_landing(
-    con: duckdb.DuckDBPyConnection, lake: Lake, landing_dir: Path, feed: Feed
+    con: duckdb.DuckDBPyConnection, lake: Lake, landing_dir: Path, feed: Feed, *, manifest: list[dict] | None = None
 ) -> tuple[list[LandingFile], list[ChangedFile]]:
     """Files not yet ingested, and ingested files whose content has changed since."""
-    manifest = {m["file"]: m for m in read_manifest(con, lake, feed)}
+    by_file = {m["file"]: m for m in (read_manifest(con, lake, feed) if manifest is None else manifest)}
     pending, changed = [], []
     for f in list_landing_files(landing_dir, feed):
-        m = manifest.get(f.relpath)
+        m = by_file.get(f.relpath)
         if m is None:
             pending.append(f)
         elif (m["size_bytes"], m["mtime_ns"]) != (f.size, f.mtime_ns):
@@ -329,58 +380,142 @@ class IngestResult:
     error: str | None = None
 
 
+# Landing bytes ingested in one pass. A pass reads the keys already accepted once and writes one
+# lake fragment per event date, so a backlog of hundreds of files costs a few passes, not one per
+# file; the bound keeps a pass's working set (raw records included) well inside memory.
+BATCH_BYTES = 256 * 2**20
+BATCH_PREFIX = "batch-"
+
+
+def plan_batches(files: list[LandingFile], max_bytes: int = BATCH_BYTES) -> list[list[LandingFile]]:
+    """Consecutive runs of files (in name order) of at most ``max_bytes`` each (a bigger file alone)."""
+    batches: list[list[LandingFile]] = []
+    size = 0
+    for f in files:
+        if not batches or size + f.size > max_bytes:
+            batches.append([])
+            size = 0
+        batches[-1].append(f)
+        size += f.size
+    return batches
+
+
+def batch_id(files: list[LandingFile]) -> str:
+    """Names a batch's fragments, quarantine and manifest files; the same files give the same name."""
+    digest = hashlib.sha256("\n".join(f.file_id for f in files).encode()).hexdigest()[:20]
+    return f"{BATCH_PREFIX}{digest}"
+
+
 def pii_hash_sql(column: str, salt: str) -> str:
     return f"CASE WHEN {column} IS NOT NULL THEN sha256({sql_literal(salt)} || {column}) END"
 
 
-def ingest_file(
+def _append_records(con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path]) -> dict[int, str]:
+    """Add files' records to ``batch_records``; returns why each file that could not be read failed.
+
+    JSONL and Parquet files are read together, a query per format (DuckDB reads them in parallel); if
+    that fails, file by file, so that one unreadable file does not hold back the others.
+    """
+    errors: dict[int, str] = {}
+    groups: dict[str, dict[int, Path]] = {}
+    for no, path in files.items():
+        fmt = file_format(path) or "?"
+        groups.setdefault(fmt if fmt in ("jsonl", "parquet") else f"{fmt}:{no}", {})[no] = path
+    for group in groups.values():
+        if len(group) > 1:
+            try:
+                _insert_records(con, feed, group)
+                continue
+            except LandingError:
+                pass
+        for no, path in group.items():
+            try:
+                _insert_records(con, feed, {no: path})
+            except LandingError as e:
+                errors[no] = str(e)
+    return errors
+
+
+def _insert_records(con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path]) -> None:
+    """One INSERT of the files' records (all or nothing), or ``LandingError``."""
+    paths = list(files.values())
+    view = read_records(con, paths if len(paths) > 1 else paths[0], feed, check=False, lazy_raw=True)
+    # The file's number from its path; a path not matched is NULL and fails the NOT NULL column.
+    con.register("batch_paths", pa.table({"_path": [str(p) for p in paths], "_file_no": list(files)}))
+    try:
+        con.execute(
+            f"INSERT INTO batch_records SELECT m._file_no, _line, _raw, _parse_error, "
+            f"{', '.join(feed.column_names)} FROM {view} LEFT JOIN batch_paths m USING (_path)"
+        )
+    except (duckdb.Error, pa.ArrowInvalid, UnicodeDecodeError) as e:
+        where = paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
+        raise LandingError(f"{where}: cannot be read as {file_format(paths[0])}: {e}") from e
+    finally:
+        con.unregister("batch_paths")
+        drop_records(con, view)
+
+
+def ingest_batch(
     con: duckdb.DuckDBPyConnection,
     lake: Lake,
     feed: Feed,
-    file: LandingFile,
+    files: list[LandingFile],
     *,
     ingested_at: datetime,
     partitions_start: str,
     pii_salt: str,
-) -> IngestResult:
-    """Ingest one landing file. Idempotent: a retry after a crash overwrites its own fragments."""
-    fid = file.file_id
-    sha = sha256_of(file.path)
-    base = dict(feed=feed.name, file=file.relpath)
-    try:
-        records = read_records(con, file.path, feed)
-    except LandingError as e:
-        result = IngestResult(
-            **base,
-            status="unreadable",
-            rows_read=0,
-            rows_accepted=0,
-            rows_new=0,
-            rows_duplicate=0,
-            rows_quarantined=0,
-            dates=(),
-            error=str(e),
-        )
-        _write_manifest(con, lake, file, sha, result, ingested_at)
-        return result
+) -> list[IngestResult]:
+    """Ingest landing files (in name order) in one pass, with the results of one file at a time.
+
+    Records are de-duplicated on the feed's key against everything accepted before and against the
+    earlier files and lines of the batch (the first occurrence wins), exactly as if the files came one
+    by one. New rows go to ``<table>/date=D/<batch>.parquet``, rejected rows to
+    ``quarantine/<feed>/<batch>.parquet`` and the files' manifest rows, written last, to
+    ``landing_manifest/<feed>/<batch>.parquet``. Fragments of an interrupted pass are not in the
+    manifest: ``remove_orphans`` deletes them before the files are ingested again.
+    """
+    bid = batch_id(files)
+    cols = feed.column_names
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE batch_records (_file_no INTEGER NOT NULL, _line BIGINT, _raw VARCHAR, "
+        f"_parse_error VARCHAR, {', '.join(f'{c} VARCHAR' for c in cols)})"
+    )
+    shas = [sha256_of(f.path) for f in files]
+    errors = _append_records(con, feed, {i: f.path for i, f in enumerate(files)})
+    names = pa.table({"_file_no": list(range(len(files))), "source_file": [f.relpath for f in files]})
+    con.register("batch_files", names)
 
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE validated AS "
-        f"{validate_sql(feed, records, ingested_at=ingested_at, partitions_start=partitions_start)}"
+        "CREATE OR REPLACE TEMP TABLE validated AS "
+        + validate_sql(
+            feed, "batch_records", ingested_at=ingested_at, partitions_start=partitions_start, carry=("_file_no",)
+        )
     )
+    con.execute("DROP TABLE batch_records")
+    # Parquet rows were read without their raw text: rejected ones get it now, file by file.
+    rejected = {
+        no for (no,) in con.execute("SELECT DISTINCT _file_no FROM validated WHERE _reason IS NOT NULL").fetchall()
+    }
+    for no in sorted(rejected):
+        if file_format(files[no].path) == "parquet":
+            lines = f"SELECT _line FROM validated WHERE _file_no = {no} AND _reason IS NOT NULL"
+            con.execute(
+                f"UPDATE validated v SET _raw = r._raw FROM ({raw_parquet_records(files[no].path, lines)}) r "
+                f"WHERE v._file_no = {no} AND v._line = r._line AND v._reason IS NOT NULL"
+            )
     et = feed.event_time
     ingested = f"TIMESTAMPTZ {sql_literal(ingested_at.isoformat())}"
     if et and not feed.column(et).required:
         con.execute(f"UPDATE validated SET {et} = {ingested} WHERE {et} IS NULL")
     date_expr = f"{et}::DATE" if et else "NULL::DATE"
     key = ", ".join(feed.key)
-    prior = _prior_keys_sql(con, lake, feed, file.relpath)
+    prior = _prior_keys_sql(con, lake, feed, [f.relpath for f in files])
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE checked AS
         WITH ranked AS (
-            SELECT *, {date_expr} AS date,
-                   row_number() OVER (PARTITION BY {key} ORDER BY _line) AS _rank
+            SELECT * EXCLUDE (_raw, _reason), {date_expr} AS date,
+                   row_number() OVER (PARTITION BY {key} ORDER BY _file_no, _line) AS _rank
             FROM validated WHERE _reason IS NULL
         )
         SELECT r.*, CASE WHEN r._rank > 1 OR p.{feed.key[0]} IS NOT NULL THEN 'duplicate' ELSE 'new' END
@@ -388,97 +523,158 @@ def ingest_file(
         FROM ranked r LEFT JOIN ({prior}) p USING ({key})
         """
     )
-    counts = dict(con.execute("SELECT _status, count(*) FROM checked GROUP BY ALL").fetchall())
-    rows_read, quarantined = con.execute(
-        "SELECT count(*), count(*) FILTER (_reason IS NOT NULL) FROM validated"
-    ).fetchone()
-
-    stored_cols = [f"{pii_hash_sql(c, pii_salt)} AS {c}_hash" if c in feed.hashed else c for c in feed.column_names]
-    select_new = (
-        f"SELECT {', '.join(stored_cols)}, {sql_literal(file.relpath)} AS source_file, _line AS source_line, "
-        f"{ingested} AS ingested_at, date FROM checked WHERE _status = 'new' ORDER BY {et or key}, _line"
+    per_file: dict[int, dict] = {
+        int(no): {"read": int(n), "quarantined": int(q)}
+        for no, n, q in con.execute(
+            "SELECT _file_no, count(*), count(*) FILTER (_reason IS NOT NULL) FROM validated GROUP BY ALL"
+        ).fetchall()
+    }
+    for no, status, n in con.execute("SELECT _file_no, _status, count(*) FROM checked GROUP BY ALL").fetchall():
+        per_file.setdefault(int(no), {})[status] = int(n)
+    dates = dict(
+        con.execute(
+            "SELECT _file_no, list(DISTINCT date::VARCHAR ORDER BY date::VARCHAR) FROM checked "
+            "WHERE _status = 'new' AND date IS NOT NULL GROUP BY ALL"
+        ).fetchall()
     )
-    # Fragments of an earlier, interrupted attempt at this same file are replaced, not added to.
-    lake.remove(lake.table_dir(feed.table).glob(f"*/{fid}.parquet"))
-    written = lake.write_partitioned(con, select_new, feed.table, f"{fid}.parquet") if counts.get("new") else {}
 
+    stored = [f"{pii_hash_sql(c, pii_salt)} AS {c}_hash" if c in feed.hashed else c for c in cols]
+    select_new = (
+        f"SELECT {', '.join(stored)}, source_file, _line AS source_line, {ingested} AS ingested_at, date "
+        f"FROM checked JOIN batch_files USING (_file_no) WHERE _status = 'new' "
+        f"ORDER BY {f'{et}, ' if et else ''}_file_no, _line"
+    )
+    # A pass over the same files after an interruption replaces its fragments, it does not add to them.
+    lake.remove(lake.table_dir(feed.table).glob(f"*/{bid}.parquet"))
+    if any(p.get("new") for p in per_file.values()):
+        lake.write_partitioned(con, select_new, feed.table, f"{bid}.parquet")
     _write_quarantine(
         con,
         lake,
         feed,
-        file.relpath,
-        fid,
+        bid,
         ingested_at,
-        "SELECT _line, _raw, _reason FROM validated WHERE _reason IS NOT NULL",
+        "SELECT source_file AS file, _line, _raw, _reason FROM validated JOIN batch_files USING (_file_no) "
+        "WHERE _reason IS NOT NULL",
     )
-    result = IngestResult(
-        **base,
-        status="ingested",
-        rows_read=int(rows_read),
-        rows_accepted=int(rows_read - quarantined),
-        rows_new=int(counts.get("new", 0)),
-        rows_duplicate=int(counts.get("duplicate", 0)),
-        rows_quarantined=int(quarantined),
-        dates=tuple(sorted(written)),
-    )
-    _write_manifest(con, lake, file, sha, result, ingested_at)
-    return result
+    con.unregister("batch_files")
+
+    results = []
+    for i, f in enumerate(files):
+        base = dict(feed=feed.name, file=f.relpath)
+        if i in errors:
+            results.append(
+                IngestResult(**base, status="unreadable", **dict.fromkeys(_COUNTS, 0), dates=(), error=errors[i])
+            )
+            continue
+        c = per_file.get(i, {})
+        read, quarantined = c.get("read", 0), c.get("quarantined", 0)
+        results.append(
+            IngestResult(
+                **base,
+                status="ingested",
+                rows_read=read,
+                rows_accepted=read - quarantined,
+                rows_new=c.get("new", 0),
+                rows_duplicate=c.get("duplicate", 0),
+                rows_quarantined=quarantined,
+                dates=tuple(dates.get(i, ())),
+            )
+        )
+    _write_manifest(con, lake, feed, bid, files, shas, results, ingested_at)
+    return results
 
 
-def _prior_keys_sql(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, relpath: str) -> str:
+_COUNTS = ("rows_read", "rows_accepted", "rows_new", "rows_duplicate", "rows_quarantined")
+
+
+def _prior_keys_sql(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, relpaths: list[str]) -> str:
+    """Keys accepted before, from other files; as narrow a read as the key allows."""
     key = ", ".join(feed.key)
     if not lake.has_files(feed.table):
         return f"SELECT {key} FROM validated WHERE false"
-    where = f"source_file <> {sql_literal(relpath)}"
-    if feed.event_time and feed.event_time in feed.key:
-        # The key holds the event time, so a repeat can only sit in a date this file touches.
-        where += f" AND date IN (SELECT DISTINCT {feed.event_time}::DATE FROM validated WHERE _reason IS NULL)"
-    return f"SELECT DISTINCT {key} FROM {lake.scan_sql(feed.table)} WHERE {where}"
+    where = ["source_file NOT IN (SELECT source_file FROM batch_files)"]
+    et = feed.event_time
+    if et and et in feed.key:
+        # The key holds the event time, so a repeat can only have an event time the batch has: only its
+        # dates are read, and within them only row groups whose event times overlap the batch's.
+        lo, hi = con.execute(f"SELECT min({et}), max({et}) FROM validated WHERE _reason IS NULL").fetchone()
+        if lo is None:
+            return f"SELECT {key} FROM validated WHERE false"
+        where += [
+            f"date BETWEEN {sql_literal(lo.date().isoformat())} AND {sql_literal(hi.date().isoformat())}",
+            f"{et} BETWEEN TIMESTAMPTZ {sql_literal(lo.isoformat())} AND TIMESTAMPTZ {sql_literal(hi.isoformat())}",
+        ]
+    return f"SELECT DISTINCT {key} FROM {lake.scan_sql(feed.table)} WHERE {' AND '.join(where)}"
+
+
+def _quarantine_dir(lake: Lake, feed: Feed) -> Path:
+    return lake.table_dir(QUARANTINE_TABLE) / feed.name.replace("/", "__")
 
 
 def _write_quarantine(
-    con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, file: str, fid: str, at: datetime, rows_sql: str
+    con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, name: str, at: datetime, rows_sql: str
 ) -> int:
-    target = lake.table_dir(QUARANTINE_TABLE) / feed.name.replace("/", "__") / f"{fid}.parquet"
+    """Rows of ``rows_sql`` (file, _line, _raw, _reason) as ``quarantine/<feed>/<name>.parquet``."""
+    target = _quarantine_dir(lake, feed) / f"{name}.parquet"
     n = con.execute(f"SELECT count(*) FROM ({rows_sql})").fetchone()[0]
     if not n:
         target.unlink(missing_ok=True)
         return 0
     return lake.write(
         con,
-        f"SELECT {sql_literal(feed.name)} AS feed, {sql_literal(file)} AS file, _line AS line, "
+        f"SELECT {sql_literal(feed.name)} AS feed, file, _line AS line, "
         f"_reason AS reason, _raw AS raw, TIMESTAMPTZ {sql_literal(at.isoformat())} AS quarantined_at "
-        f"FROM ({rows_sql}) ORDER BY _line",
+        f"FROM ({rows_sql}) ORDER BY file, _line",
         target,
     )
 
 
 def _write_manifest(
-    con: duckdb.DuckDBPyConnection, lake: Lake, file: LandingFile, sha: str, r: IngestResult, at: datetime
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    feed: Feed,
+    bid: str,
+    files: list[LandingFile],
+    shas: list[str],
+    results: list[IngestResult],
+    at: datetime,
 ) -> None:
-    target = lake.table_dir(MANIFEST_TABLE) / file.feed / f"{file.file_id}.parquet"
-    row = pa.table(
+    target = lake.table_dir(MANIFEST_TABLE) / feed.name / f"{bid}.parquet"
+    rows = pa.table(
         {
-            "feed": [r.feed],
-            "file": [r.file],
-            "file_id": [file.file_id],
-            "size_bytes": [file.size],
-            "mtime_ns": [file.mtime_ns],
-            "sha256": [sha],
-            "status": [r.status],
-            "rows_read": [r.rows_read],
-            "rows_accepted": [r.rows_accepted],
-            "rows_new": [r.rows_new],
-            "rows_duplicate": [r.rows_duplicate],
-            "rows_quarantined": [r.rows_quarantined],
-            "dates": [list(r.dates)],
-            "error": [r.error],
-            "ingested_at": [at],
+            "feed": [r.feed for r in results],
+            "file": [r.file for r in results],
+            "file_id": [f.file_id for f in files],
+            "batch_id": [bid] * len(files),
+            "size_bytes": [f.size for f in files],
+            "mtime_ns": [f.mtime_ns for f in files],
+            "sha256": shas,
+            "status": [r.status for r in results],
+            **{c: [getattr(r, c) for r in results] for c in _COUNTS},
+            "dates": [list(r.dates) for r in results],
+            "error": pa.array([r.error for r in results], pa.string()),
+            "ingested_at": [at] * len(files),
         }
     )
-    con.register("manifest_row", row)
-    lake.write(con, "SELECT * FROM manifest_row", target)
-    con.unregister("manifest_row")
+    con.register("manifest_rows", rows)
+    lake.write(con, "SELECT * FROM manifest_rows", target)
+    con.unregister("manifest_rows")
+
+
+def remove_orphans(lake: Lake, feed: Feed, manifest: list[dict]) -> int:
+    """Delete batch fragments and quarantine files no manifest row names: left by an interrupted pass."""
+    known = {m.get("batch_id") for m in manifest}
+    orphans = [
+        p
+        for p in [
+            *lake.table_dir(feed.table).glob(f"*/{BATCH_PREFIX}*.parquet"),
+            *_quarantine_dir(lake, feed).glob(f"{BATCH_PREFIX}*.parquet"),
+        ]
+        if p.stem not in known
+    ]
+    lake.remove(orphans)
+    return len(orphans)
 
 
 @contextmanager
@@ -503,22 +699,24 @@ def ingest_pending(
     partitions_start: str,
     pii_salt: str,
     now: datetime | None = None,
+    batch_bytes: int = BATCH_BYTES,
 ) -> tuple[list[IngestResult], list[ChangedFile]]:
-    """Ingest every pending file of a feed, in name order; report changed files."""
+    """Ingest every pending file of a feed, in name order, in batches; report changed files."""
     with feed_lock(lock_dir, feed):
-        pending, changed = scan_landing(con, lake, landing_dir, feed)
-        results = [
-            ingest_file(
+        manifest = read_manifest(con, lake, feed)
+        remove_orphans(lake, feed, manifest)
+        pending, changed = scan_landing(con, lake, landing_dir, feed, manifest=manifest)
+        results = []
+        for batch in plan_batches(pending, batch_bytes):
+            results += ingest_batch(
                 con,
                 lake,
                 feed,
-                f,
+                batch,
                 ingested_at=now or datetime.now(UTC),
                 partitions_start=partitions_start,
                 pii_salt=pii_salt,
             )
-            for f in pending
-        ]
     return results, changed
 
 
@@ -607,10 +805,9 @@ def load_reference(
         con,
         lake,
         feed,
-        rel,
         file_id(feed.name, rel),
         loaded_at,
-        f"SELECT _line, _raw, _reason FROM {view}_validated WHERE _reason IS NOT NULL",
+        f"SELECT {sql_literal(rel)} AS file, _line, _raw, _reason FROM {view}_validated WHERE _reason IS NOT NULL",
     )
     total = con.execute(f"SELECT count(*) FROM {view}_validated").fetchone()[0]
     return ReferenceLoad(view, int(total), int(total - quarantined), int(quarantined))

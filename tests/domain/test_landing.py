@@ -115,6 +115,20 @@ def test_csv_with_a_short_row_and_parquet_with_a_missing_column(settings, lake, 
         ("c.parquet", 1, "activity_type: missing"),
         ("c.parquet", 2, "activity_type: missing"),
     ]
+    # The raw record: the CSV line as written, the Parquet row's columns as stored.
+    raws = [
+        json.loads(r) if r.startswith("{") else r
+        for (r,) in con.execute(
+            f"SELECT raw FROM read_parquet('{lake.table_dir('quarantine')}/**/*.parquet') ORDER BY file, line"
+        ).fetchall()
+    ]
+    assert raws[0] == "1,11"
+    assert raws[1] == {
+        "customer_id": 3,
+        "activity_id": 20,
+        "propensity_to_buy": 0.1,
+        "event_time": "2025-03-01T01:00:00",
+    }
     # +02:00 is converted to UTC; a timestamp without offset is UTC.
     times = con.execute(
         f"SELECT activity_id, event_time FROM {lake.scan_sql('customer_activity')} ORDER BY 1"
@@ -194,3 +208,86 @@ def test_manifest_records_each_file_once(settings, lake, con):
 def test_files_being_written_or_of_other_types_are_not_picked_up(settings, lake, con, name):
     write_jsonl(settings.landing_dir / "customer_activity" / name, [activity(1)])
     assert ingest(settings, lake, con) == ([], [])
+
+
+def _drop_mixed_files(d: Path) -> None:
+    write_jsonl(d / "1.jsonl", [activity(1), activity(2), "{bad", activity(2)])
+    write_jsonl(d / "2.jsonl", [activity(2), activity(3, event_time="2025-03-02T01:00:00")])
+    (d / "3.csv").write_text(
+        "customer_id,activity_id,activity_type,propensity_to_buy,event_time\n"
+        "1,3,deposit,0.3,2025-03-01T08:00:00Z\n"
+        "1,4,deposit,7,2025-03-01T08:00:00Z\n"
+        "1,5,deposit,0.3,2025-03-01T09:00:00Z\n"
+    )
+    (d / "4.parquet").write_bytes(b"PAR1 not really parquet")
+    write_jsonl(d / "5.jsonl", [activity(5), activity(6)])
+    pq.write_table(pa.table({"customer_id": [1], "activity_id": [7], "propensity_to_buy": [0.5]}), d / "6.parquet")
+
+
+def _outcome(settings, lake, con, batch_bytes: int):
+    results, _ = ingest_pending(
+        con,
+        lake,
+        settings.landing_dir,
+        CUSTOMER_ACTIVITY,
+        lock_dir=settings.state_dir / "locks",
+        partitions_start="2024-01-01",
+        pii_salt="salt",
+        now=NOW,
+        batch_bytes=batch_bytes,
+    )
+    return [(r.file, r.status, r.rows_read, r.rows_new, r.rows_duplicate, r.rows_quarantined, r.dates) for r in results]
+
+
+def test_one_batch_or_one_file_at_a_time_gives_the_same_result(tmp_path):
+    from nbo_platform.duck import connect
+    from nbo_platform.lake import Lake
+    from nbo_platform.settings import load_settings
+
+    seen = []
+    for batch_bytes in (1, 10**9):  # every file its own batch, then all files in one
+        settings = load_settings({"NBO_DATA_DIR": str(tmp_path / str(batch_bytes))})
+        lake, con = Lake(settings.lake_uri), connect()
+        _drop_mixed_files(settings.landing_dir / "customer_activity")
+        seen.append((_outcome(settings, lake, con, batch_bytes), lake_rows(con, lake), quarantine(con, lake)))
+        assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
+    assert seen[0] == seen[1]
+    results, rows, quarantined = seen[1]
+    assert results == [
+        ("1.jsonl", "ingested", 4, 2, 1, 1, ("2025-03-01",)),
+        ("2.jsonl", "ingested", 2, 1, 1, 0, ("2025-03-02",)),
+        ("3.csv", "ingested", 3, 1, 1, 1, ("2025-03-01",)),
+        ("4.parquet", "unreadable", 0, 0, 0, 0, ()),
+        ("5.jsonl", "ingested", 2, 1, 1, 0, ("2025-03-01",)),
+        ("6.parquet", "ingested", 1, 0, 0, 1, ()),
+    ]
+    assert [r[1] for r in rows] == [1, 2, 3, 5, 6]
+    assert [(f, line) for f, line, _ in quarantined] == [("1.jsonl", 3), ("3.csv", 3), ("6.parquet", 1)]
+
+
+def test_an_interrupted_batch_leaves_nothing_behind(settings, lake, con, monkeypatch):
+    import nbo_platform.domain.landing as landing
+
+    d = settings.landing_dir / "customer_activity"
+    write_jsonl(d / "1.jsonl", [activity(1), "{bad"])
+    ingest(settings, lake, con)
+    write_jsonl(d / "2.jsonl", [activity(2), "{bad"])
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(landing, "_write_manifest", crash)
+    with pytest.raises(OSError):
+        ingest(settings, lake, con)
+    monkeypatch.undo()
+    # The crashed batch wrote its fragment and quarantine but no manifest; a new file arrives meanwhile,
+    # so the next pass is a different batch: the orphans go, the files are ingested once.
+    write_jsonl(d / "3.jsonl", [activity(3), activity(2)])
+    results, _ = ingest(settings, lake, con)
+    assert [(r.file, r.rows_new, r.rows_duplicate, r.rows_quarantined) for r in results] == [
+        ("2.jsonl", 1, 0, 1),
+        ("3.jsonl", 1, 1, 0),
+    ]
+    assert [r[1] for r in lake_rows(con, lake)] == [1, 2, 3]
+    assert [(f, line) for f, line, _ in quarantine(con, lake)] == [("1.jsonl", 2), ("2.jsonl", 2)]
+    assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
