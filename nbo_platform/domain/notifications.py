@@ -131,17 +131,19 @@ def decide_notifications(
         ORDER BY customer_id, event_time, priority DESC NULLS LAST, distance_m, store_id
         """
     )
-    open_ = con.execute(
-        "SELECT rowid, customer_id, epoch_us(event_time) FROM nt_entries WHERE pre_reason IS NULL ORDER BY rowid"
+    # nt_entries is in decision order (its ORDER BY); a scan without ORDER BY keeps that order
+    # (preserve_insertion_order), so the cooldown's result lines up with it row by row.
+    entries_np = con.execute(
+        "SELECT customer_id, epoch_us(event_time) AS t, pre_reason IS NULL AS open FROM nt_entries"
     ).fetchnumpy()
-    keys = list(open_)
-    notified = cooldown_notified(
-        open_[keys[1]].astype(np.int64), open_[keys[2]].astype(np.int64), int(round(policy.cooldown_minutes * 60e6))
+    is_open = np.asarray(entries_np["open"], dtype=bool)
+    notified = np.zeros(len(is_open), dtype=bool)
+    notified[is_open] = cooldown_notified(
+        np.asarray(entries_np["customer_id"], dtype=np.int64)[is_open],
+        np.asarray(entries_np["t"], dtype=np.int64)[is_open],
+        int(round(policy.cooldown_minutes * 60e6)),
     )
-    con.register(
-        "nt_notified_arrow",
-        pa.table({"row": np.asarray(open_[keys[0]], dtype=np.int64), "notified": notified}),
-    )
+    con.register("nt_notified_arrow", pa.table({"notified": notified}))
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE nt_decisions AS
@@ -150,7 +152,7 @@ def decide_notifications(
                        WHEN NOT n.notified THEN 'throttled'
                        WHEN {holdout_bucket_sql("e.customer_id", "e.campaign_id")} < e.holdout_pct THEN 'holdout'
                        ELSE 'sent' END) AS reason
-            FROM nt_entries e LEFT JOIN nt_notified_arrow n ON n.row = e.rowid
+            FROM nt_entries e POSITIONAL JOIN nt_notified_arrow n
         )
         SELECT {notification_id_sql("customer_id", "store_id", "event_time")} AS notification_id,
                customer_id, ally_id, store_id,
@@ -162,7 +164,6 @@ def decide_notifications(
                reason, distance_m, customer_version, {decided_at} AS decided_at,
                event_time::DATE AS date
         FROM decided
-        ORDER BY event_time, customer_id, priority DESC NULLS LAST, distance_m, store_id
         """
     )
     con.unregister("nt_notified_arrow")

@@ -68,13 +68,15 @@ def decide_date(con, lake: Lake, date: str, policy) -> dict:
         policy,
         prior_notified=prior_sql,
     )
-    ids = [r[0] for r in con.execute(f"SELECT notification_id FROM {table}").fetchall()]
-    if not ids:
+    n, first_id = con.execute(f"SELECT count(*), min(notification_id) FROM {table}").fetchone()
+    if not n:
         return {}
+    # A run decides only entries without a decision, so its set of ids is disjoint from every earlier
+    # run's of the date: its smallest id names its file uniquely (and the same run again, identically).
     lake.write(
         con,
         f"SELECT * FROM {table} WHERE date = DATE {sql_literal(date)}",
-        lake.partition_dir("notifications", date) / f"decisions-{batch_id(ids)}.parquet",
+        lake.partition_dir("notifications", date) / f"decisions-{first_id}-{n}.parquet",
     )
     return dict(con.execute(f"SELECT reason, count(*) FROM {table} GROUP BY ALL").fetchall())
 
