@@ -77,7 +77,7 @@ def read_records(
     fmt = file_format(paths[0])
     if any(file_format(q) != fmt for q in paths):
         raise ValueError("read_records: files of one format at a time")
-    where = paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
+    where = _describe(paths)
     view = f"records_{hashlib.md5(str(paths).encode()).hexdigest()[:10]}"
     listed = "[" + ", ".join(sql_literal(str(q)) for q in paths) + "]"
     cols = feed.column_names
@@ -140,12 +140,15 @@ def read_records(
     return view
 
 
+def _describe(paths: list[Path]) -> str:
+    return str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
+
+
 def drop_records(con: duckdb.DuckDBPyConnection, view: str) -> None:
     """Free what ``read_records`` made for a view."""
     con.execute(f"DROP VIEW IF EXISTS {view}")
     con.execute(f"DROP TABLE IF EXISTS {view}_lines")
-    if con.execute(f"SELECT count(*) FROM duckdb_views() WHERE view_name = '{view}_arrow'").fetchone()[0]:
-        con.unregister(f"{view}_arrow")
+    con.unregister(f"{view}_arrow")  # a no-op unless the view came from CSV
 
 
 # A Parquet record's raw text: its columns (all of them, as stored) as a JSON object.
@@ -448,8 +451,7 @@ def _insert_records(con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int,
             f"{', '.join(feed.column_names)} FROM {view} LEFT JOIN batch_paths m USING (_path)"
         )
     except (duckdb.Error, pa.ArrowInvalid, UnicodeDecodeError) as e:
-        where = paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
-        raise LandingError(f"{where}: cannot be read as {file_format(paths[0])}: {e}") from e
+        raise LandingError(f"{_describe(paths)}: cannot be read as {file_format(paths[0])}: {e}") from e
     finally:
         con.unregister("batch_paths")
         drop_records(con, view)
@@ -492,17 +494,23 @@ def ingest_batch(
         )
     )
     con.execute("DROP TABLE batch_records")
-    # Parquet rows were read without their raw text: rejected ones get it now, file by file.
-    rejected = {
-        no for (no,) in con.execute("SELECT DISTINCT _file_no FROM validated WHERE _reason IS NOT NULL").fetchall()
-    }
-    for no in sorted(rejected):
-        if file_format(files[no].path) == "parquet":
-            lines = f"SELECT _line FROM validated WHERE _file_no = {no} AND _reason IS NOT NULL"
-            con.execute(
-                f"UPDATE validated v SET _raw = r._raw FROM ({raw_parquet_records(files[no].path, lines)}) r "
-                f"WHERE v._file_no = {no} AND v._line = r._line AND v._reason IS NOT NULL"
-            )
+    # Parquet rows were read without their raw text: rejected ones get it now, in one update.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE rejected_lines AS SELECT _file_no, _line FROM validated WHERE _reason IS NOT NULL"
+    )
+    rejected = [no for (no,) in con.execute("SELECT DISTINCT _file_no FROM rejected_lines ORDER BY 1").fetchall()]
+    raw = [
+        f"SELECT {no} AS _file_no, * FROM "
+        f"({raw_parquet_records(files[no].path, f'SELECT _line FROM rejected_lines WHERE _file_no = {no}')})"
+        for no in rejected
+        if file_format(files[no].path) == "parquet"
+    ]
+    if raw:
+        con.execute(
+            f"UPDATE validated v SET _raw = r._raw FROM ({' UNION ALL '.join(raw)}) r "
+            "WHERE v._file_no = r._file_no AND v._line = r._line AND v._reason IS NOT NULL"
+        )
+    con.execute("DROP TABLE rejected_lines")
     et = feed.event_time
     ingested = f"TIMESTAMPTZ {sql_literal(ingested_at.isoformat())}"
     if et and not feed.column(et).required:

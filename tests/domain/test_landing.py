@@ -7,7 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from nbo_platform.domain.feeds import CUSTOMER_ACTIVITY, LOCATION_PINGS
-from nbo_platform.domain.landing import conservation_violations, ingest_pending, read_manifest, scan_landing
+from nbo_platform.domain.landing import (
+    BATCH_BYTES,
+    conservation_violations,
+    ingest_pending,
+    read_manifest,
+    scan_landing,
+)
 
 NOW = datetime(2025, 3, 2, 12, tzinfo=UTC)
 
@@ -31,7 +37,7 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
-def ingest(settings, lake, con, feed=CUSTOMER_ACTIVITY):
+def ingest(settings, lake, con, feed=CUSTOMER_ACTIVITY, batch_bytes=BATCH_BYTES):
     return ingest_pending(
         con,
         lake,
@@ -41,6 +47,7 @@ def ingest(settings, lake, con, feed=CUSTOMER_ACTIVITY):
         partitions_start="2024-01-01",
         pii_salt="salt",
         now=NOW,
+        batch_bytes=batch_bytes,
     )
 
 
@@ -225,17 +232,7 @@ def _drop_mixed_files(d: Path) -> None:
 
 
 def _outcome(settings, lake, con, batch_bytes: int):
-    results, _ = ingest_pending(
-        con,
-        lake,
-        settings.landing_dir,
-        CUSTOMER_ACTIVITY,
-        lock_dir=settings.state_dir / "locks",
-        partitions_start="2024-01-01",
-        pii_salt="salt",
-        now=NOW,
-        batch_bytes=batch_bytes,
-    )
+    results, _ = ingest(settings, lake, con, batch_bytes=batch_bytes)
     return [(r.file, r.status, r.rows_read, r.rows_new, r.rows_duplicate, r.rows_quarantined, r.dates) for r in results]
 
 
