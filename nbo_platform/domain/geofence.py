@@ -7,17 +7,22 @@ previous precise ping was outside that fence, or at the customer's first ping ev
 across files and partitions (each customer's last precise ping and the fences it was inside) is a
 small table carried from one computation to the next (:class:`GeofenceResult.state`).
 
-How it scales: every fence covers the cells of a grid (about as wide as the median fence) its bounding box
-touches; a ping is only compared with the fences of its own cell (a hash join), never with all
-stores. Circles are then tested with the haversine distance on a sphere of the Earth's mean radius
-(against the WGS84 ellipsoid the error is at most about 0.6 % near the equator, about 1 m on a
-200 m fence, well inside GPS accuracy; ``benchmarks/bench_geofence.py`` compares with a projected
-geopandas join), polygons with shapely's vectorized ``contains_xy``. ``distance_m`` is always the
-great-circle distance to the store's point (lat, lon), also for polygon fences.
+How it scales: the fences are laid on a grid of cells about a quarter as wide as the median fence
+(:class:`FenceGrid`); a ping is only compared with the fences whose bounding box touches its own
+cell (a direct array lookup), never with all stores, so a ping meets little more than the fences it
+is in. The candidates are tested in NumPy in cache-sized chunks of pings on all cores (NumPy releases
+the GIL). Circles are decided by the haversine distance on a sphere of the Earth's mean radius
+(against the WGS84 ellipsoid the error is at most about 0.6 % near the equator, about 1 m on a 200 m
+fence, well inside GPS accuracy; ``benchmarks/bench_geofence.py`` compares with a projected geopandas
+join), polygons by shapely's vectorized ``contains_xy``. ``distance_m`` is always the great-circle
+distance to the store's point (lat, lon), also for polygon fences, and computed exactly as
+:func:`haversine_m` does. Entries need each ping's predecessor: DuckDB sorts the pings by customer
+and time, and a hit is an entry unless the same fence was hit by the previous ping of the same customer.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import duckdb
@@ -28,51 +33,18 @@ import shapely
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 METRES_PER_DEGREE = 2 * np.pi * EARTH_RADIUS_M / 360
-# Grid cell size: about the size of a typical fence, so a ping meets a handful of candidate fences.
-MIN_CELL_DEG, MAX_CELL_DEG = 0.001, 0.05
-
-
-def haversine_sql(lat1: str, lon1: str, lat2: str, lon2: str) -> str:
-    """Great-circle distance in metres between two points given in degrees (SQL expression)."""
-    return (
-        f"(2 * {EARTH_RADIUS_M} * asin(sqrt("
-        f"pow(sin(radians({lat2} - {lat1}) / 2), 2) + "
-        f"cos(radians({lat1})) * cos(radians({lat2})) * pow(sin(radians({lon2} - {lon1}) / 2), 2))))"
-    )
-
-
-def haversine_within_sql(lat1: str, lon1: str, lat2: str, lon2: str, cos_lat2: str, max_hav: str) -> str:
-    """``haversine <= r`` without asin/sqrt: the haversine term against a precomputed threshold.
-
-    ``max_hav`` is :func:`haversine_threshold_sql` of ``r`` and ``cos_lat2`` is ``cos(radians(lat2))``
-    (both per fence, computed once); the comparison is equivalent because asin and sqrt are monotonic.
-    """
-    return (
-        f"(pow(sin(radians({lat2} - {lat1}) / 2), 2) + "
-        f"cos(radians({lat1})) * {cos_lat2} * pow(sin(radians({lon2} - {lon1}) / 2), 2) <= {max_hav})"
-    )
-
-
-def haversine_threshold_sql(radius_m: str) -> str:
-    return f"pow(sin({radius_m} / (2 * {EARTH_RADIUS_M})), 2)"
+# Grid cells: a quarter of the median fence's span, so that a ping's candidates are mostly real hits.
+MIN_CELL_DEG, MAX_CELL_DEG = 0.0002, 0.05
+MAX_GRID_CELLS = 1 << 23  # cells of the grid and (fence, cell) pairs; coarser cells beyond (~70 MB at most)
+BBOX_PAD_DEG = 1e-7  # about 1 cm: bounding boxes are only a prefilter, so they err on the large side
+CHUNK_PINGS = 32_768  # pings per kernel call: the candidates' temporaries stay in the CPU cache
 
 
 def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
-    """The same distance in NumPy (vectorized)."""
+    """Great-circle distance in metres between points given in degrees (vectorized)."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
     a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(np.asarray(lon2) - lon1) / 2) ** 2
     return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(a))
-
-
-def _grid(cell_deg: float) -> tuple[int, int, int]:
-    """Offsets and row length that number the cells of a ``cell_deg`` grid over the globe."""
-    return int(np.ceil(90 / cell_deg)) + 1, int(np.ceil(180 / cell_deg)) + 1, int(np.ceil(360 / cell_deg)) + 3
-
-
-def cell_key_sql(lat: str, lon: str, cell_deg: float) -> str:
-    """The grid cell of a point as one BIGINT (row-major over the globe)."""
-    lat_off, lon_off, span = _grid(cell_deg)
-    return f"((floor({lat} / {cell_deg})::BIGINT + {lat_off}) * {span} + floor({lon} / {cell_deg})::BIGINT + {lon_off})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,17 +79,92 @@ def polygon_problems(wkt: pd.Series) -> pd.Series:
     return reasons
 
 
+@dataclass(frozen=True)
+class FenceGrid:
+    """Which fences' bounding boxes touch each cell of a regular lat/lon grid over all the fences.
+
+    The fences of cell ``k`` are ``fence_rows[start[k]:start[k + 1]]``, in ascending row order. Cell
+    ``rows * cols`` is everything outside the grid (and pings without coordinates): it has no fences.
+    """
+
+    lat0: float
+    lon0: float
+    cell_deg: float
+    rows: int
+    cols: int
+    start: np.ndarray  # int64, rows * cols + 2 offsets
+    fence_rows: np.ndarray  # int32
+
+    @classmethod
+    def build(cls, min_lat, max_lat, min_lon, max_lon, cell_deg: float) -> FenceGrid:
+        min_lat, max_lat, min_lon, max_lon = (
+            np.asarray(a, dtype=np.float64) for a in (min_lat, max_lat, min_lon, max_lon)
+        )
+        if len(min_lat) == 0:
+            return cls(0.0, 0.0, cell_deg, 0, 0, np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int32))
+        lat0, lon0 = float(min_lat.min()), float(min_lon.min())
+        while True:  # coarser cells while the grid or its (fence, cell) pairs would be too large
+            i0, i1 = np.floor((min_lat - lat0) / cell_deg), np.floor((max_lat - lat0) / cell_deg)
+            j0, j1 = np.floor((min_lon - lon0) / cell_deg), np.floor((max_lon - lon0) / cell_deg)
+            rows, cols = int(i1.max()) + 1, int(j1.max()) + 1
+            per_fence = ((i1 - i0 + 1) * (j1 - j0 + 1)).astype(np.int64)
+            if max(rows * cols, int(per_fence.sum())) <= MAX_GRID_CELLS or cell_deg >= 360:
+                break
+            cell_deg *= 2
+        fence = np.repeat(np.arange(len(min_lat), dtype=np.int32), per_fence)
+        k = np.arange(len(fence), dtype=np.int64) - np.repeat(np.cumsum(per_fence) - per_fence, per_fence)
+        width = (j1 - j0 + 1).astype(np.int64)[fence]
+        cells = (i0.astype(np.int64)[fence] + k // width) * cols + j0.astype(np.int64)[fence] + k % width
+        order = np.lexsort((fence, cells))
+        counts = np.bincount(cells, minlength=rows * cols + 1)
+        start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return cls(lat0, lon0, float(cell_deg), rows, cols, start, fence[order])
+
+    def cells(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        """The cell of each point (``rows * cols`` outside the grid or without coordinates)."""
+        i = np.floor((lat - self.lat0) / self.cell_deg)
+        j = np.floor((lon - self.lon0) / self.cell_deg)
+        inside = (i >= 0) & (i < self.rows) & (j >= 0) & (j < self.cols)  # False for NaN
+        return np.where(inside, i * self.cols + j, self.rows * self.cols).astype(np.int64)
+
+
 @dataclass
 class Fences:
-    """Stores prepared for hit tests: one row per store, with bounding boxes and polygons."""
+    """Stores prepared for hit tests: one row per store, with bounding boxes, polygons and the grid."""
 
     stores: pd.DataFrame  # store_id, ally_id, lat, lon, radius_m, is_polygon, min/max lat/lon
     polygons: np.ndarray  # shapely geometry per row (None for circles)
-    cell_deg: float  # grid cell size (degrees) used to prefilter candidate fences
+    grid: FenceGrid
+
+    def __post_init__(self) -> None:
+        # Per-fence arrays for the hit kernel; phi and cos_phi are exactly what haversine_m computes.
+        s = self.stores
+        self.store_id = s["store_id"].to_numpy(dtype=np.int64)
+        self.ally_id = s["ally_id"].to_numpy(dtype=np.int64)
+        self.lon = s["lon"].to_numpy(dtype=np.float64)
+        self.phi = np.radians(s["lat"].to_numpy(dtype=np.float64))
+        self.cos_phi = np.cos(self.phi)
+        self.is_polygon = s["is_polygon"].to_numpy(dtype=bool)
+        self.has_polygons = bool(self.is_polygon.any())
+        # The circle test never holds for a polygon fence: its polygon decides.
+        self.radius_m = np.where(self.is_polygon, -np.inf, s["radius_m"].to_numpy(dtype=np.float64))
+        self.bounds = s[["min_lat", "max_lat", "min_lon", "max_lon"]].to_numpy(dtype=np.float64)
+        self.count = max(len(s), 1)
+        self._by_store = np.argsort(self.store_id, kind="stable")
+
+    def rows_of(self, store_ids: np.ndarray) -> np.ndarray:
+        """The row of each store id (-1 for ids that are not fences)."""
+        ids = np.asarray(store_ids, dtype=np.int64)
+        if len(self.store_id) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        at = np.searchsorted(self.store_id, ids, sorter=self._by_store).clip(max=len(self.store_id) - 1)
+        rows = self._by_store[at]
+        return np.where(self.store_id[rows] == ids, rows, -1)
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame) -> Fences:
-        df = df.reset_index(drop=True).copy()
+        # Rows in store_id order: a ping's hits, found in row order, are then in store_id order too.
+        df = df.sort_values("store_id", kind="stable").reset_index(drop=True)
         wkt = df["geometry_wkt"] if "geometry_wkt" in df else pd.Series([None] * len(df))
         present = wkt.notna() & (wkt.astype(str).str.strip() != "")
         polys = np.full(len(df), None, dtype=object)
@@ -133,6 +180,9 @@ class Fences:
             idx = np.flatnonzero(present.to_numpy())
             df.loc[idx, "min_lon"], df.loc[idx, "min_lat"] = bounds[:, 0], bounds[:, 1]
             df.loc[idx, "max_lon"], df.loc[idx, "max_lat"] = bounds[:, 2], bounds[:, 3]
+        for side, sign in (("min", -1), ("max", 1)):
+            for axis in ("lat", "lon"):
+                df[f"{side}_{axis}"] += sign * BBOX_PAD_DEG
         cols = [
             "store_id",
             "ally_id",
@@ -145,31 +195,11 @@ class Fences:
             "min_lon",
             "max_lon",
         ]
-        # Cells about as wide as the median fence: each ping meets a few candidates, each fence a few cells.
-        span = (df["max_lat"] - df["min_lat"]).median() if len(df) else MAX_CELL_DEG
-        cell_deg = float(np.clip(round(float(span), 4) or MIN_CELL_DEG, MIN_CELL_DEG, MAX_CELL_DEG))
-        return cls(df[cols], polys, cell_deg)
-
-    def register(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Temp tables ``geo_fences`` and ``geo_fence_cells`` (every grid cell a fence touches, with the fence)."""
-        con.register("geo_fences_df", self.stores.assign(fence_row=np.arange(len(self.stores))))
-        con.execute("CREATE OR REPLACE TEMP TABLE geo_fences AS SELECT * FROM geo_fences_df")
-        con.unregister("geo_fences_df")
-        c = self.cell_deg
-        lat_off, lon_off, span = _grid(c)
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE geo_fence_cells AS
-            WITH spans AS (
-                SELECT *, floor(min_lat / {c})::BIGINT AS lat0, floor(max_lat / {c})::BIGINT AS lat1,
-                       floor(min_lon / {c})::BIGINT AS lon0, floor(max_lon / {c})::BIGINT AS lon1
-                FROM geo_fences)
-            SELECT (la + {lat_off}) * {span} + lo + {lon_off} AS cell, fence_row, store_id, ally_id, lat, lon,
-                   radius_m, is_polygon, min_lat, max_lat, min_lon, max_lon, cos(radians(lat)) AS cos_lat,
-                   {haversine_threshold_sql("radius_m")} AS max_hav
-            FROM spans, range(lat0, lat1 + 1) AS r1(la), range(lon0, lon1 + 1) AS r2(lo)
-            """
-        )
+        stores = df[cols]
+        span = (stores["max_lat"] - stores["min_lat"]).median() if len(stores) else MAX_CELL_DEG
+        cell_deg = float(np.clip(round(float(span) / 4, 5), MIN_CELL_DEG, MAX_CELL_DEG))
+        grid = FenceGrid.build(stores["min_lat"], stores["max_lat"], stores["min_lon"], stores["max_lon"], cell_deg)
+        return cls(stores, polys, grid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,11 +207,31 @@ class Fences:
 # --------------------------------------------------------------------------------------------
 
 STATE_COLUMNS = "customer_id BIGINT, last_ping_at TIMESTAMPTZ, inside_store_ids BIGINT[]"
+STATE_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.int64()),
+        ("last_ping_at", pa.timestamp("us", tz="UTC")),
+        ("inside_store_ids", pa.list_(pa.int64())),
+    ]
+)
+HITS_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.int64()),
+        ("store_id", pa.int64()),
+        ("ally_id", pa.int64()),
+        ("hit_at", pa.timestamp("us", tz="UTC")),
+        ("distance_m", pa.float64()),
+        ("is_entry", pa.bool_()),
+        ("lat", pa.float64()),
+        ("lon", pa.float64()),
+        ("accuracy_m", pa.float64()),
+    ]
+)
 
 
 @dataclass(frozen=True)
 class GeofenceResult:
-    hits: str  # temp table: customer_id, store_id, ally_id, hit_at, distance_m, is_entry, lat, lon, accuracy_m
+    hits: str  # relation: customer_id, store_id, ally_id, hit_at, distance_m, is_entry, lat, lon, accuracy_m
     state: str  # temp table: customer_id, last_ping_at, inside_store_ids
     pings_read: int
     pings_imprecise: int
@@ -193,7 +243,7 @@ def empty_state_sql() -> str:
     )
 
 
-BUCKET_ROWS = 2_500_000  # precise pings per pass: bounds memory on a 10M-ping day
+BUCKET_ROWS = 10_000_000  # precise pings per pass: bounds memory (about 1.7 GiB) on a larger day
 
 
 def geofence_hits(
@@ -209,134 +259,197 @@ def geofence_hits(
 
     ``prior_state`` (customer_id, last_ping_at, inside_store_ids) is where each customer was before
     these pings; every ping must be later than its customer's ``last_ping_at`` (the caller checks).
-    Returns temp tables of the hits and of the state after these pings. Entries only depend on one
-    customer's pings, so large inputs are processed in buckets of customers (``bucket_rows`` precise
-    pings each) to bound memory.
+    Returns the hits (an Arrow table registered on ``con`` as ``geo_hits``) and the state after these
+    pings (temp table ``geo_state``). Entries only depend on one customer's pings, so large inputs are
+    processed in buckets of customers (``bucket_rows`` precise pings each) to bound memory.
     """
-    fences.register(con)
     prior = prior_state or empty_state_sql()
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE geo_prior AS SELECT customer_id, last_ping_at, inside_store_ids FROM ({prior})"
     )
     precise_sql = f"accuracy_m IS NULL OR accuracy_m <= {float(max_accuracy_m)}"
-    total, precise = con.execute(f"SELECT count(*), count(*) FILTER ({precise_sql}) FROM ({pings})").fetchone()
+    total, precise, unkeyed = con.execute(
+        f"SELECT count(*), count(*) FILTER ({precise_sql}), "
+        f"count(*) FILTER (customer_id IS NULL OR event_time IS NULL) FROM ({pings})"
+    ).fetchone()
+    if unkeyed:
+        raise ValueError(f"{unkeyed} ping(s) without customer_id or event_time: pings must be validated first")
     buckets = max(1, -(-int(precise) // bucket_rows))
-    # One pass reads the input where it is; several passes read a copy instead of the source each time.
-    input_kind = "VIEW" if buckets == 1 else "TABLE"
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW geo_input AS SELECT customer_id, event_time, lat, lon, accuracy_m "
+        f"FROM ({pings}) WHERE {precise_sql}"
+    )
+    (threads,) = con.execute("SELECT current_setting('threads')").fetchone()
+    hits, states = [], []
+    with ThreadPoolExecutor(max(1, int(threads))) as pool:
+        for b in range(buckets):
+            in_bucket = "true" if buckets == 1 else f"((customer_id % {buckets}) + {buckets}) % {buckets} = {b}"
+            bucket_hits, bucket_state = _bucket(con, fences, in_bucket, pool)
+            hits += bucket_hits
+            states += bucket_state
+    con.execute("DROP VIEW geo_input")
+    con.register("geo_hits", pa.Table.from_batches(hits, schema=HITS_SCHEMA))
+    # State: each customer's last precise ping and the fences it was inside; customers without new
+    # pings keep their prior state.
+    con.register("geo_state_new", pa.Table.from_batches(states, schema=STATE_SCHEMA))
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP {input_kind} geo_input AS
-        SELECT customer_id, event_time, lat, lon, accuracy_m, {cell_key_sql("lat", "lon", fences.cell_deg)} AS cell
-        FROM ({pings}) WHERE {precise_sql}
+        CREATE OR REPLACE TEMP TABLE geo_state ({STATE_COLUMNS});
+        INSERT INTO geo_state
+        SELECT * FROM geo_state_new
+        UNION ALL
+        SELECT customer_id, last_ping_at, inside_store_ids FROM geo_prior
+        WHERE customer_id NOT IN (SELECT customer_id FROM geo_state_new)
         """
     )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE geo_hits (customer_id BIGINT, store_id BIGINT, ally_id BIGINT, "
-        "hit_at TIMESTAMPTZ, distance_m DOUBLE, is_entry BOOLEAN, lat DOUBLE, lon DOUBLE, accuracy_m DOUBLE)"
-    )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE geo_state ({STATE_COLUMNS})")
-    for b in range(buckets):
-        in_bucket = "true" if buckets == 1 else f"((customer_id % {buckets}) + {buckets}) % {buckets} = {b}"
-        _bucket(con, fences, in_bucket)
-    con.execute(f"DROP {input_kind} geo_input")
-    for table in ("geo_pings", "geo_raw_hits", "geo_polygon_hits"):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
+    con.unregister("geo_state_new")
     return GeofenceResult("geo_hits", "geo_state", int(total), int(total - precise))
 
 
-def _bucket(con: duckdb.DuckDBPyConnection, fences: Fences, in_bucket: str) -> None:
-    # Each precise ping with the time of the customer's previous precise ping (here or in the prior
-    # state) and whether it is the customer's last one.
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE geo_pings AS
-        SELECT customer_id, event_time, lat, lon, accuracy_m, cell, prev_time, next_time IS NULL AS is_last
-        FROM (
-            SELECT *, lag(event_time) OVER w AS prev_time, lead(event_time) OVER w AS next_time
-            FROM (SELECT *, false AS is_prior FROM geo_input WHERE {in_bucket}
-                  UNION ALL
-                  SELECT customer_id, last_ping_at, NULL, NULL, NULL, NULL, true FROM geo_prior WHERE {in_bucket})
-            WINDOW w AS (PARTITION BY customer_id ORDER BY event_time)
-        )
-        WHERE NOT is_prior
-        """
+def _bucket(con: duckdb.DuckDBPyConnection, fences: Fences, in_bucket: str, pool: ThreadPoolExecutor):
+    """Hits and state of the customers of one bucket, as lists of Arrow record batches."""
+    pings = _Pings.of_bucket(con, in_bucket)
+    # Each customer's pings are now consecutive, in time order; chunks are cut at customers' first pings.
+    n = len(pings.customer)
+    firsts = np.flatnonzero(np.diff(pings.customer, prepend=pings.customer[:1] - 1)) if n else np.zeros(0, np.int64)
+    starts = np.append(firsts, n)[np.searchsorted(firsts, np.arange(0, n, CHUNK_PINGS))]
+    bounds = np.unique(np.append(starts, n))
+    prior = _prior_inside(con, fences, in_bucket, pings.customer[firsts])
+    parts = list(
+        pool.map(lambda ab: _chunk(fences, pings, prior, firsts, *ab), zip(bounds[:-1], bounds[1:], strict=True))
     )
-    # Pings in a cell the fence touches and inside its bounding box; circles are decided by distance,
-    # polygons by shapely.
-    candidate = "p.lat BETWEEN f.min_lat AND f.max_lat AND p.lon BETWEEN f.min_lon AND f.max_lon"
-    inside_polygon = _polygon_hits(con, fences, candidate)
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE geo_raw_hits AS
-        SELECT p.customer_id, f.store_id, f.ally_id, f.lat AS store_lat, f.lon AS store_lon, p.event_time AS hit_at,
-               p.prev_time, p.is_last, p.lat, p.lon, p.accuracy_m
-        FROM geo_pings p JOIN geo_fence_cells f ON f.cell = p.cell
-        WHERE NOT f.is_polygon AND {candidate}
-          AND {haversine_within_sql("p.lat", "p.lon", "f.lat", "f.lon", "f.cos_lat", "f.max_hav")}
-        UNION ALL
-        SELECT p.customer_id, f.store_id, f.ally_id, f.lat, f.lon, p.event_time, p.prev_time, p.is_last, p.lat, p.lon,
-               p.accuracy_m
-        FROM {inside_polygon} i JOIN geo_pings p ON p.rowid = i.ping_row JOIN geo_fences f ON f.fence_row = i.fence_row
-        """
-    )
-    # Entry: the previous precise ping was not inside that fence.
-    con.execute(
-        f"""
-        INSERT INTO geo_hits
-        WITH inside AS (
-            SELECT customer_id, hit_at AS at, store_id FROM geo_raw_hits
-            UNION ALL
-            SELECT customer_id, last_ping_at, unnest(inside_store_ids) FROM geo_prior WHERE {in_bucket}
-        )
-        SELECT h.customer_id, h.store_id, h.ally_id, h.hit_at,
-               {haversine_sql("h.lat", "h.lon", "h.store_lat", "h.store_lon")} AS distance_m,
-               i.store_id IS NULL AS is_entry, h.lat, h.lon, h.accuracy_m
-        FROM geo_raw_hits h
-        LEFT JOIN inside i ON i.customer_id = h.customer_id AND i.store_id = h.store_id AND i.at = h.prev_time
-        """
-    )
-    # State: each customer's last precise ping and the fences it was inside; customers without new
-    # pings keep their prior state.
-    con.execute(
-        f"""
-        INSERT INTO geo_state
-        WITH now_inside AS (
-            SELECT customer_id, list(store_id ORDER BY store_id) AS ids FROM geo_raw_hits WHERE is_last
-            GROUP BY customer_id
-        )
-        SELECT p.customer_id, p.event_time, coalesce(n.ids, []::BIGINT[])
-        FROM geo_pings p LEFT JOIN now_inside n USING (customer_id) WHERE p.is_last
-        UNION ALL
-        SELECT customer_id, last_ping_at, inside_store_ids FROM geo_prior
-        WHERE {in_bucket} AND customer_id NOT IN (SELECT customer_id FROM geo_pings)
-        """
-    )
+    return [p[0] for p in parts], [p[1] for p in parts]
 
 
-def _polygon_hits(con: duckdb.DuckDBPyConnection, fences: Fences, candidate: str) -> str:
-    """Pings inside a polygon fence, as a temp table ``(ping_row, fence_row)`` (rows of ``geo_pings``)."""
-    name = "geo_polygon_hits"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} (ping_row BIGINT, fence_row BIGINT)")
-    if not fences.stores["is_polygon"].any():
-        return name
-    cand = con.execute(
-        f"""
-        SELECT p.rowid AS ping_row, f.fence_row, p.lon, p.lat
-        FROM geo_pings p JOIN geo_fence_cells f ON f.cell = p.cell WHERE f.is_polygon AND {candidate}
-        """
-    ).fetch_arrow_table()
-    rows = cand.column("fence_row").to_numpy()
-    lon, lat = cand.column("lon").to_numpy(), cand.column("lat").to_numpy()
-    inside = shapely.contains_xy(fences.polygons[rows], lon, lat)
+@dataclass(frozen=True)
+class _Pings:
+    """One bucket's precise pings, sorted by customer and time (NaN for a missing accuracy)."""
+
+    customer: np.ndarray
+    t: np.ndarray  # microseconds since the epoch (UTC)
+    lat: np.ndarray
+    lon: np.ndarray
+    accuracy_m: np.ndarray
+
+    @classmethod
+    def of_bucket(cls, con: duckdb.DuckDBPyConnection, in_bucket: str) -> _Pings:
+        table = con.execute(
+            f"SELECT customer_id, epoch_us(event_time) AS t, lat, lon, accuracy_m FROM geo_input WHERE {in_bucket} "
+            "ORDER BY customer_id, t"
+        ).to_arrow_table()
+        types = (np.int64, np.int64, np.float64, np.float64, np.float64)
+        return cls(*(table.column(i).to_numpy().astype(t, copy=False) for i, t in enumerate(types)))  # null: NaN
+
+
+def _prior_inside(con, fences: Fences, in_bucket: str, customers: np.ndarray) -> np.ndarray:
+    """The prior state's (customer, fence) pairs of these sorted customers, as sorted keys ``rank * fences + row``."""
+    pairs = con.execute(
+        f"SELECT customer_id, unnest(inside_store_ids) AS store_id FROM geo_prior WHERE {in_bucket}"
+    ).fetchnumpy()
+    rank = np.searchsorted(customers, pairs["customer_id"]).clip(max=max(len(customers) - 1, 0))
+    row = fences.rows_of(pairs["store_id"])
+    known = (row >= 0) & (len(customers) > 0)
+    known &= customers[rank] == pairs["customer_id"] if len(customers) else known
+    return np.sort(rank[known] * fences.count + row[known])
+
+
+def _in_sorted(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Whether each query is one of ``keys`` (ascending)."""
+    if len(keys) == 0:
+        return np.zeros(len(queries), dtype=bool)
+    return keys[np.searchsorted(keys, queries).clip(max=len(keys) - 1)] == queries
+
+
+def _chunk(fences: Fences, pings: _Pings, prior: np.ndarray, firsts: np.ndarray, a: int, b: int):
+    """Hits and state of pings ``a:b`` (whole customers) as two record batches."""
+    customer, lat, lon = pings.customer[a:b], pings.lat[a:b], pings.lon[a:b]
+    ping, fence, distance = _chunk_hits(fences, lat, lon)
+    # Entry: the customer's previous ping (just before in this order) did not hit the same fence; for
+    # the customer's first ping here, the previous one is the prior state's.
+    first = np.ones(len(customer), dtype=bool)
+    first[1:] = customer[1:] != customer[:-1]
+    key = ping * fences.count + fence  # ascending: hits come in (ping, fence row) order
+    first_rank = np.searchsorted(firsts, a)  # rank of this chunk's first customer in the bucket
+    customer_rank = np.cumsum(first)[ping] - 1 + first_rank
+    is_first = first[ping]
+    was_inside = np.where(
+        is_first, _in_sorted(prior, customer_rank * fences.count + fence), _in_sorted(key, key - fences.count)
+    )
+    store = fences.store_id[fence]
+    accuracy = pings.accuracy_m[a:b][ping]
+    time_type = pa.timestamp("us", tz="UTC")
+    hits = pa.RecordBatch.from_arrays(
+        [
+            customer[ping],
+            store,
+            fences.ally_id[fence],
+            pa.array(pings.t[a:b][ping]).view(time_type),
+            distance,
+            pa.array(~was_inside),
+            lat[ping],
+            lon[ping],
+            pa.array(accuracy, mask=np.isnan(accuracy)),
+        ],
+        schema=HITS_SCHEMA,
+    )
+    # State: each customer's last ping and the fences it hit (in store_id order, as fence rows are).
+    last = np.ones(len(customer), dtype=bool)
+    last[:-1] = customer[1:] != customer[:-1]
+    last_rows = np.flatnonzero(last)
+    at_last = np.flatnonzero(last[ping])
+    counts = np.bincount(np.searchsorted(last_rows, ping[at_last]), minlength=len(last_rows))
+    state = pa.RecordBatch.from_arrays(
+        [
+            customer[last_rows],
+            pa.array(pings.t[a:b][last_rows]).view(time_type),
+            pa.ListArray.from_arrays(
+                pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)), pa.array(store[at_last])
+            ),
+        ],
+        schema=STATE_SCHEMA,
+    )
+    return hits, state
+
+
+def _chunk_hits(fences: Fences, lat: np.ndarray, lon: np.ndarray):
+    """(ping row, fence row, distance_m) of every hit of these pings, in (ping, fence row) order."""
+    grid = fences.grid
+    cell = grid.cells(lat, lon)
+    first = grid.start[cell]
+    counts = grid.start[cell + 1] - first
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
+    ping = np.repeat(np.arange(len(lat)), counts)
+    fence = grid.fence_rows[np.arange(total) + np.repeat(first - (ends - counts), counts)]
+    # haversine_m(ping, store), term by term, with the per-ping and per-fence parts computed once.
+    pphi = np.radians(lat)
+    pcos = np.cos(pphi)
+    h = (
+        np.sin((fences.phi[fence] - pphi[ping]) / 2) ** 2
+        + pcos[ping] * fences.cos_phi[fence] * np.sin(np.radians(fences.lon[fence] - lon[ping]) / 2) ** 2
+    )
+    distance = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(h))
+    inside = distance <= fences.radius_m[fence]
+    if fences.has_polygons:
+        poly = np.flatnonzero(fences.is_polygon[fence])
+        if len(poly):
+            inside[poly] = _in_polygons(fences, fence[poly], lat[ping[poly]], lon[ping[poly]])
+    return ping[inside], fence[inside], distance[inside]
+
+
+def _in_polygons(fences: Fences, fence: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    box = fences.bounds[fence]
+    inside = (lat >= box[:, 0]) & (lat <= box[:, 1]) & (lon >= box[:, 2]) & (lon <= box[:, 3])
+    boxed = np.flatnonzero(inside)
+    polys = fences.polygons[fence[boxed]]
+    x, y = lon[boxed], lat[boxed]
+    within = shapely.contains_xy(polys, x, y)
     # A point exactly on the boundary is inside the fence (as "at most radius_m" is for circles).
-    on_edge = np.flatnonzero(~inside)
-    if len(on_edge):
-        inside[on_edge] = shapely.intersects(fences.polygons[rows[on_edge]], shapely.points(lon[on_edge], lat[on_edge]))
-    kept = cand.select(["ping_row", "fence_row"]).filter(pa.array(inside))
-    con.register(f"{name}_arrow", kept)
-    con.execute(f"INSERT INTO {name} SELECT * FROM {name}_arrow")
-    con.unregister(f"{name}_arrow")
-    return name
+    edge = np.flatnonzero(~within)
+    if len(edge):
+        within[edge] = shapely.intersects(polys[edge], shapely.points(x[edge], y[edge]))
+    inside[boxed] = within
+    return inside
 
 
 def out_of_order_customers(

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nbo_platform.domain import geofence
 from nbo_platform.domain.geofence import (
     METRES_PER_DEGREE,
     Fences,
@@ -177,7 +178,7 @@ def test_grid_prefilter_finds_exactly_what_brute_force_finds(con):
     assert len(expected) > 100
 
 
-def test_buckets_of_customers_give_the_same_hits_and_state():
+def test_buckets_of_customers_give_the_same_hits_and_state(monkeypatch):
     from nbo_platform.duck import connect
 
     rng = np.random.default_rng(1)
@@ -201,11 +202,32 @@ def test_buckets_of_customers_give_the_same_hits_and_state():
             "accuracy_m": 5.0,
         }
     ).drop_duplicates(["customer_id", "event_time"])
+    noon = pings["event_time"] < pd.Timestamp("2025-06-02 12:00", tz="UTC")
+    fences = Fences.from_frame(stores)
     out = []
-    for rows in (10**9, 700):
+    for rows, chunk in ((10**9, 1 << 15), (700, 50), (10**9, 1)):  # chunks of whole customers, however small
+        monkeypatch.setattr(geofence, "CHUNK_PINGS", chunk)
         con = connect()
-        con.register("p", pings)
-        geofence_hits(con, "SELECT * FROM p", Fences.from_frame(stores), max_accuracy_m=100, bucket_rows=rows)
-        out.append([con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in ("geo_hits", "geo_state")])
-    assert out[0] == out[1]
-    assert sum(h[5] for h in out[0][0]) > 100
+        con.register("morning", pings[noon])
+        con.register("afternoon", pings[~noon])
+        first = geofence_hits(con, "SELECT * FROM morning", fences, max_accuracy_m=100, bucket_rows=rows)
+        morning = con.execute(f"SELECT * FROM {first.hits} ORDER BY ALL").fetchall()
+        con.register("carried", con.execute(f"SELECT * FROM {first.state}").fetch_arrow_table())
+        geofence_hits(
+            con,
+            "SELECT * FROM afternoon",
+            fences,
+            max_accuracy_m=100,
+            prior_state="SELECT * FROM carried",
+            bucket_rows=rows,
+        )
+        out.append(
+            [morning, *(con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in ("geo_hits", "geo_state"))]
+        )
+    assert out[0] == out[1] == out[2]
+    con = connect()
+    con.register("p", pings)
+    whole = geofence_hits(con, "SELECT * FROM p", fences, max_accuracy_m=100)
+    assert sorted(out[0][0] + out[0][1]) == con.execute(f"SELECT * FROM {whole.hits} ORDER BY ALL").fetchall()
+    assert out[0][2] == con.execute(f"SELECT * FROM {whole.state} ORDER BY ALL").fetchall()
+    assert sum(h[5] for h in out[0][1]) > 100 and sum(not h[5] for h in out[0][1]) > 100
