@@ -150,15 +150,15 @@ class Fences:
         self.radius_m = np.where(self.is_polygon, -np.inf, s["radius_m"].to_numpy(dtype=np.float64))
         self.bounds = s[["min_lat", "max_lat", "min_lon", "max_lon"]].to_numpy(dtype=np.float64)
         self.count = max(len(s), 1)
-        self._by_store = np.argsort(self.store_id, kind="stable")
+        if np.any(self.store_id[1:] <= self.store_id[:-1]):
+            raise ValueError("fences must be one row per store, in store_id order (Fences.from_frame)")
 
     def rows_of(self, store_ids: np.ndarray) -> np.ndarray:
         """The row of each store id (-1 for ids that are not fences)."""
         ids = np.asarray(store_ids, dtype=np.int64)
         if len(self.store_id) == 0:
             return np.full(len(ids), -1, dtype=np.int64)
-        at = np.searchsorted(self.store_id, ids, sorter=self._by_store).clip(max=len(self.store_id) - 1)
-        rows = self._by_store[at]
+        rows = np.searchsorted(self.store_id, ids).clip(max=len(self.store_id) - 1)
         return np.where(self.store_id[rows] == ids, rows, -1)
 
     @classmethod
@@ -349,10 +349,11 @@ def _prior_inside(con, fences: Fences, in_bucket: str, customers: np.ndarray) ->
     pairs = con.execute(
         f"SELECT customer_id, unnest(inside_store_ids) AS store_id FROM geo_prior WHERE {in_bucket}"
     ).fetchnumpy()
-    rank = np.searchsorted(customers, pairs["customer_id"]).clip(max=max(len(customers) - 1, 0))
+    if len(customers) == 0:
+        return np.zeros(0, dtype=np.int64)
+    rank = np.searchsorted(customers, pairs["customer_id"]).clip(max=len(customers) - 1)
     row = fences.rows_of(pairs["store_id"])
-    known = (row >= 0) & (len(customers) > 0)
-    known &= customers[rank] == pairs["customer_id"] if len(customers) else known
+    known = (row >= 0) & (customers[rank] == pairs["customer_id"])
     return np.sort(rank[known] * fences.count + row[known])
 
 
@@ -369,15 +370,18 @@ def _chunk(fences: Fences, pings: _Pings, prior: np.ndarray, firsts: np.ndarray,
     ping, fence, distance = _chunk_hits(fences, lat, lon)
     # Entry: the customer's previous ping (just before in this order) did not hit the same fence; for
     # the customer's first ping here, the previous one is the prior state's.
-    first = np.ones(len(customer), dtype=bool)
-    first[1:] = customer[1:] != customer[:-1]
+    change = customer[1:] != customer[:-1]
+    first = np.concatenate([[True], change])
+    last = np.concatenate([change, [True]])
     key = ping * fences.count + fence  # ascending: hits come in (ping, fence row) order
-    first_rank = np.searchsorted(firsts, a)  # rank of this chunk's first customer in the bucket
-    customer_rank = np.cumsum(first)[ping] - 1 + first_rank
-    is_first = first[ping]
-    was_inside = np.where(
-        is_first, _in_sorted(prior, customer_rank * fences.count + fence), _in_sorted(key, key - fences.count)
-    )
+    was_inside = _in_sorted(key, key - fences.count)
+    at_first = np.flatnonzero(first[ping])
+    if len(prior):
+        first_rank = np.searchsorted(firsts, a)  # rank of this chunk's first customer in the bucket
+        rank = np.cumsum(first)[ping[at_first]] - 1 + first_rank
+        was_inside[at_first] = _in_sorted(prior, rank * fences.count + fence[at_first])
+    else:
+        was_inside[at_first] = False
     store = fences.store_id[fence]
     accuracy = pings.accuracy_m[a:b][ping]
     time_type = pa.timestamp("us", tz="UTC")
@@ -396,8 +400,6 @@ def _chunk(fences: Fences, pings: _Pings, prior: np.ndarray, firsts: np.ndarray,
         schema=HITS_SCHEMA,
     )
     # State: each customer's last ping and the fences it hit (in store_id order, as fence rows are).
-    last = np.ones(len(customer), dtype=bool)
-    last[:-1] = customer[1:] != customer[:-1]
     last_rows = np.flatnonzero(last)
     at_last = np.flatnonzero(last[ping])
     counts = np.bincount(np.searchsorted(last_rows, ping[at_last]), minlength=len(last_rows))
