@@ -59,7 +59,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from nbo_platform.simulate import Trip, default_start_time, entries_of, pick_customer, write_trip
 
     settings = _settings(args)
-    lake = Lake(settings.lake_uri)
+    lake = Lake(settings.lake_uri, settings.parquet_version)
     at = datetime.fromisoformat(args.at) if args.at else default_start_time(lake)
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
@@ -118,7 +118,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         except ValueError:
             raise SystemExit(f"--date {args.date!r}: expected YYYY-MM-DD") from None
     out = Path(args.out) if args.out else report_path(settings.data_dir, args.date)
-    data = write_report(Lake(settings.lake_uri), out, args.date)
+    data = write_report(Lake(settings.lake_uri, settings.parquet_version), out, args.date)
     if data.missing:
         print(f"nbo report: not built yet: {', '.join(data.missing)} (run `nbo run` first)", file=sys.stderr)
     if args.date and data.dates and args.date not in data.dates:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -34,10 +35,32 @@ def lake_root_path(uri: str) -> Path:
     )
 
 
+# Parquet format versions a lake can be written in. v2 (the default) encodes integers and timestamps as
+# deltas, doubles as byte-stream-split and strings by length; every current reader (DuckDB,
+# pyarrow/pandas, polars, Spark 3.3+, Trino/Athena) reads it, v1 is there for older readers.
+PARQUET_VERSIONS = ("v1", "v2")
+# Dictionary encoding is kept for columns with at most this many distinct values in a row group
+# (categories, small ids: they also get Bloom filters); DuckDB's default tries up to a fifth of the row
+# group, work wasted on ids, times and amounts that end up delta-encoded anyway.
+DICTIONARY_SIZE_LIMIT = 8192
+
+
 class Lake:
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, parquet_version: str = "v2"):
+        if parquet_version not in PARQUET_VERSIONS:
+            raise ValueError(f"Parquet version {parquet_version!r}: expected one of {', '.join(PARQUET_VERSIONS)}")
         self.uri = uri
         self.root = lake_root_path(uri)
+        self.parquet_version = parquet_version
+        # Measured on 10M-row days of the large sample (two cores), against v1 with DuckDB's default
+        # dictionaries: next_best_offer written in 2.2 s instead of 3.6 s and 12% smaller; pings, activity and
+        # notifications 10-40% faster at about the same size; geofence hits 30% faster, 18% larger.
+        # DuckDB's default row groups (122,880 rows) are written in parallel: a quarter faster than 1M-row
+        # groups on two cores, for the same file size.
+        self.copy_options = (
+            f"FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION {parquet_version}, "
+            f"DICTIONARY_SIZE_LIMIT {DICTIONARY_SIZE_LIMIT}"
+        )
 
     def table_dir(self, table: str) -> Path:
         return self.root / table
@@ -76,15 +99,13 @@ class Lake:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
-            # DuckDB's default row groups (122,880 rows): written in parallel, a quarter faster than 1M-row groups
-            # on two cores for the same file size.
-            con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
-            rows = con.execute(f"SELECT count(*) FROM read_parquet('{tmp}')").fetchone()[0]
+            con.execute(f"COPY ({query}) TO '{tmp}' ({self.copy_options})")
+            rows = self.rows(con, [tmp])
             os.replace(tmp, target)
         finally:
             if tmp.exists():
                 tmp.unlink()
-        return int(rows)
+        return rows
 
     def write_partitioned(
         self, con: duckdb.DuckDBPyConnection, query: str, table: str, file_name: str
@@ -94,27 +115,59 @@ class Lake:
         Returns rows written per date. Each file is replaced atomically; dates absent from the query
         keep their files.
         """
+        with self._staged(con, query, "date") as parts:
+            return {
+                date: self._place(con, files, self.partition_dir(table, date) / file_name)
+                for date, files in sorted(parts.items())
+            }
+
+    def write_split(
+        self, con: duckdb.DuckDBPyConnection, query: str, column: str, targets: Mapping[str, Path]
+    ) -> dict[str, int]:
+        """Write a query's rows in one pass to one file per value of ``column`` (the column itself is left out).
+
+        ``targets`` maps each value, as text (``'true'``, ``'false'``, ...), to its file; a value without
+        rows gets an empty file, so a re-run replaces what an earlier run wrote. Returns rows per value.
+        """
+        with self._staged(con, query, column) as parts:
+            unknown = sorted(set(parts) - set(targets))
+            if unknown:
+                raise ValueError(f"{column}: no target for the value(s) {unknown}")
+            empty = f"SELECT * EXCLUDE ({column}) FROM ({query}) LIMIT 0"
+            return {value: self._place(con, parts.get(value, []), target, empty) for value, target in targets.items()}
+
+    @contextmanager
+    def _staged(self, con: duckdb.DuckDBPyConnection, query: str, column: str) -> Iterator[dict[str, list[Path]]]:
+        """The query written once, partitioned by ``column``, into a staging folder of the lake (removed after)."""
         staging = self.root / ".staging" / uuid.uuid4().hex
         staging.mkdir(parents=True)
         try:
             con.execute(
-                f"COPY ({query}) TO '{staging}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date), "
-                "FILENAME_PATTERN 'part_{{i}}', OVERWRITE_OR_IGNORE true)"
+                f"COPY ({query}) TO '{staging}' ({self.copy_options}, PARTITION_BY ({column}), "
+                "FILENAME_PATTERN 'part_{i}', OVERWRITE_OR_IGNORE true)"
             )
-            written: dict[str, int] = {}
-            for part_dir in sorted(staging.glob("date=*")):
-                date = part_dir.name.removeprefix("date=")
-                files = sorted(part_dir.glob("*.parquet"))
-                target = self.partition_dir(table, date) / file_name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if len(files) == 1:
-                    os.replace(files[0], target)
-                else:  # DuckDB may split a large partition into several files: merge them
-                    self.write(con, f"SELECT * FROM read_parquet({[str(f) for f in files]})", target)
-                written[date] = int(con.execute(f"SELECT count(*) FROM read_parquet('{target}')").fetchone()[0])
-            return written
+            yield {
+                d.name.split("=", 1)[1]: sorted(d.glob("*.parquet")) for d in staging.glob(f"{column}=*") if d.is_dir()
+            }
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _place(self, con: duckdb.DuckDBPyConnection, files: list[Path], target: Path, empty: str = "") -> int:
+        """Move staged files into place as ``target``; returns its rows."""
+        if len(files) == 1:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(files[0], target)
+            return self.rows(con, [target])
+        if files:  # DuckDB may split a large partition into several files: merge them
+            return self.write(con, f"SELECT * FROM read_parquet({[str(f) for f in files]})", target)
+        return self.write(con, empty, target)
+
+    @staticmethod
+    def rows(con: duckdb.DuckDBPyConnection, files: list[Path]) -> int:
+        """Rows of Parquet files, from their footers."""
+        if not files:
+            return 0
+        return int(con.execute(f"SELECT count(*) FROM read_parquet({[str(f) for f in files]})").fetchone()[0])
 
     def remove(self, paths: Iterable[Path]) -> None:
         for p in paths:

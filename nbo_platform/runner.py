@@ -65,7 +65,7 @@ def run_pipeline(
     assets = list(defs.assets or []) + list(defs.asset_checks or [])
     resources = defs.resources or {}
     landing: LandingZoneResource = resources["landing"]
-    lake = Lake(settings.lake_uri)
+    lake = Lake(settings.lake_uri, settings.parquet_version)
     report = RunReport()
 
     def materialize(keys: list[str], partition: str | None, label: str = "reference") -> None:

@@ -34,6 +34,8 @@ class Settings:
     # Where sent notifications go: "outbox" (files under outbox/) or "webhook" (POST to webhook_url).
     delivery: str = "outbox"
     webhook_url: str | None = None
+    # Parquet format version of the lake's files (see ``lake.PARQUET_VERSIONS``): v1 for older readers.
+    parquet_version: str = "v2"
 
     @property
     def reference_dir(self) -> Path:
@@ -80,4 +82,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pii_salt=salt,
         delivery=env.get("NBO_DELIVERY") or "outbox",
         webhook_url=env.get("NBO_WEBHOOK_URL") or None,
+        parquet_version=env.get("NBO_PARQUET_VERSION") or Settings.parquet_version,
     )

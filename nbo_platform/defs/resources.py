@@ -13,12 +13,13 @@ from nbo_platform.settings import Settings, load_settings
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The data lake root: a local path or a ``file://`` URI."""
+    """The data lake root (a local path or a ``file://`` URI) and the Parquet version its files are written in."""
 
     uri: str
+    parquet_version: str = "v2"
 
     def lake(self) -> Lake:
-        return Lake(self.uri)
+        return Lake(self.uri, self.parquet_version)
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -64,7 +65,7 @@ class DeliveryResource(dg.ConfigurableResource):
 def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
     s = settings or load_settings()
     return {
-        "lake": LakeResource(uri=s.lake_uri),
+        "lake": LakeResource(uri=s.lake_uri, parquet_version=s.parquet_version),
         "warehouse": WarehouseResource(path=str(s.warehouse_path)),
         "landing": LandingZoneResource(
             data_dir=str(s.data_dir), partitions_start=s.partitions_start, pii_salt=s.pii_salt
