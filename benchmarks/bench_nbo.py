@@ -1,9 +1,10 @@
 """Offer assignment throughput: Parquet in, Parquet out.
 
-Measures ``nbo_platform.domain.offers.assign_offers`` (DuckDB hash join on the version intervals + the
-compiled rule CASE) and,
-in the same run, a pandas ``merge_asof`` + ``numpy.select`` baseline, on the same generated input:
-1M customers with about 1.3 versions each, and 1M and 10M activities over one day.
+Measures ``nbo_platform.domain.offers.write_offers``, the code the ``next_best_offer`` asset runs for a
+day (a DuckDB hash join on the version intervals + the compiled rule CASE, written as the day's
+``next_best_offer`` and ``next_best_offer_unassigned`` lake files) and, in the same run, a pandas
+``merge_asof`` + ``numpy.select`` baseline, on the same generated input: 1M customers with about 1.3
+versions each, and 1M and 10M activities over one day (2% of them of customers without a profile).
 
 Each measurement runs in a fresh child process so that its peak memory (max RSS) is its own; the
 figures are the median of ``--repeats`` runs.
@@ -20,15 +21,18 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nbo_platform.domain.offers import assign_offers  # noqa: E402
+from nbo_platform.domain.offers import write_offers  # noqa: E402
 from nbo_platform.domain.rules import DEFAULT_RULES_PATH, load_rules  # noqa: E402
 from nbo_platform.duck import connect  # noqa: E402
+from nbo_platform.lake import Lake  # noqa: E402
 
 CUSTOMERS = 1_000_000
+DAY = date(2025, 1, 1)
 
 
 def generate(root: Path, activities: int, seed: int = 7) -> tuple[Path, Path]:
@@ -73,8 +77,8 @@ def generate(root: Path, activities: int, seed: int = 7) -> tuple[Path, Path]:
 def run_duckdb(customers: Path, activity: Path, out: Path) -> int:
     con = connect()
     rules = load_rules(DEFAULT_RULES_PATH)
-    result = assign_offers(con, f"read_parquet('{activity}')", f"read_parquet('{customers}')", rules)
-    con.execute(f"COPY next_best_offer TO '{out}' (FORMAT parquet)")
+    lake = Lake(str(out.parent / "lake"))
+    result = write_offers(con, lake, DAY, f"read_parquet('{activity}')", f"read_parquet('{customers}')", rules)
     return result.assigned + result.unassigned
 
 

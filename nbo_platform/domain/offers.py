@@ -8,13 +8,20 @@ as the recipe's inner join, and is returned apart with the reason instead of bei
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import duckdb
 
-from nbo_platform.domain.rules import RuleSet, offer_ids_sql, rule_ids_sql, rule_index_sql
+from nbo_platform.domain.rules import RuleSet, offer_ids_sql, rule_id_sql, rule_index_sql
+from nbo_platform.duck import sql_literal
+from nbo_platform.lake import Lake
 
 UNKNOWN_CUSTOMER = "unknown_customer"
+ASSIGNED_TABLE = "next_best_offer"
+UNASSIGNED_TABLE = "next_best_offer_unassigned"
 
 
 @dataclass(frozen=True)
@@ -23,31 +30,29 @@ class Assignment:
     unassigned: int
 
 
-def assign_offers(
-    con: duckdb.DuckDBPyConnection,
-    activity: str,
-    customers: str,
-    rules: RuleSet,
-    *,
-    assigned_table: str = "next_best_offer",
-    unassigned_table: str = "next_best_offer_unassigned",
-) -> Assignment:
-    """Create the temp relations ``assigned_table`` (a view) and ``unassigned_table`` from an activity
-    relation and a customer-versions relation.
+def _enum(values: Sequence[str]) -> str:
+    return "ENUM(" + ", ".join(sql_literal(v) for v in values) + ")"
+
+
+def offers_sql(activity: str, customers: str, rules: RuleSet, activity_types: Sequence[str] | None = None) -> str:
+    """Every activity once, with its customer version, offer and rule, and ``_assigned``.
 
     ``activity`` needs customer_id, activity_id, activity_type, propensity_to_buy, event_time;
     ``customers`` needs customer_id, version, valid_from, valid_to (NULL for the current version),
-    income, fico, gender.
+    income, fico, gender. An activity whose customer had no version at its event time has
+    ``_assigned = false`` and NULL customer and offer columns.
+
+    ``rule_id`` is an ENUM of the rule ids, and ``activity_type`` one of ``activity_types`` when given
+    (every value of the input must be in it): Parquet writes an ENUM's dictionary as it is instead of
+    hashing every string again, and both columns read back as text.
     """
     # Versions are disjoint intervals [valid_from, valid_to), so the point-in-time join is an equi-join
     # on customer_id with a range filter: a hash join (about 1.3 versions per customer), faster than
     # an ASOF join's sort. (The open end is written with coalesce: an OR in a LEFT JOIN's condition
     # makes DuckDB fall back to a nested-loop join.) One LEFT JOIN pass gives both the assignments and
-    # the activities whose customer had no version at that time; the rule CASE runs in the same pass.
-    joined = f"_{assigned_table}_joined"
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE {joined} AS
+    # the activities whose customer had no version at that time.
+    kind = f"::{_enum(activity_types)}" if activity_types else ""
+    return f"""
         WITH matched AS (
             SELECT a.customer_id, a.activity_id, a.propensity_to_buy, a.activity_type, a.event_time,
                    c.income, c.fico, c.gender, c.version AS customer_version
@@ -59,38 +64,64 @@ def assign_offers(
         ranked AS (
             SELECT *, CASE WHEN customer_version IS NOT NULL THEN {rule_index_sql(rules)} END AS _rule FROM matched
         )
-        SELECT customer_id, activity_id, propensity_to_buy, activity_type, income, fico,
+        SELECT customer_id, activity_id, propensity_to_buy, activity_type{kind} AS activity_type, income, fico,
                {offer_ids_sql(rules)}[_rule] AS offer_id,
-               {rule_ids_sql(rules)}[_rule] AS rule_id,
-               event_time, customer_version
+               {rule_id_sql(rules, "_rule")} AS rule_id,
+               event_time, customer_version, _rule IS NOT NULL AS _assigned
         FROM ranked
-        """
-    )
-    # The assignments are a view over the joined rows (no second copy of every activity).
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {assigned_table} AS SELECT * FROM {joined} WHERE customer_version IS NOT NULL"
-    )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE {unassigned_table} AS
-        WITH unknown AS (
-            SELECT customer_id, activity_id, activity_type, event_time FROM {joined} WHERE customer_version IS NULL
-        ),
+    """
+
+
+def unassigned_sql(rows: str, customers: str) -> str:
+    """The unassigned rows of ``offers_sql`` with the reason and what was known of the customer."""
+    return f"""
+        WITH unknown AS (SELECT customer_id, activity_id, activity_type, event_time FROM {rows}),
         known AS (
             SELECT customer_id, min(valid_from) AS first_seen FROM {customers}
             WHERE customer_id IN (SELECT customer_id FROM unknown) GROUP BY ALL
         )
-        SELECT u.customer_id, u.activity_id, u.activity_type, u.event_time,
+        SELECT u.customer_id, u.activity_id, u.activity_type::VARCHAR AS activity_type, u.event_time,
                '{UNKNOWN_CUSTOMER}' AS reason,
                CASE WHEN k.first_seen IS NULL THEN 'no profile for this customer'
                     ELSE 'no profile before ' || strftime(k.first_seen, '%Y-%m-%dT%H:%M:%SZ') END AS detail
         FROM unknown u LEFT JOIN known k USING (customer_id)
-        """
+        ORDER BY u.event_time, u.activity_id
+    """
+
+
+def write_offers(
+    con: duckdb.DuckDBPyConnection, lake: Lake, day: date, activity: str, customers: str, rules: RuleSet
+) -> Assignment:
+    """Assign offers to one day's activities and write the day's ``next_best_offer`` and
+    ``next_best_offer_unassigned`` files (both replaced, even when empty).
+
+    One join pass writes both: the assignments straight to their file (in no particular order: the
+    hash join does not keep the input's), the few unassigned rows to a staging file that gets the
+    reasons. Only versions valid at some time of the day take part in the join.
+    """
+    start, end = (sql_literal(f"{d.isoformat()} 00:00:00+00") for d in (day, day + timedelta(days=1)))
+    of_day = (
+        f"(SELECT * FROM {customers} WHERE valid_from < {end}::TIMESTAMPTZ "
+        f"AND coalesce(valid_to, 'infinity'::TIMESTAMPTZ) > {start}::TIMESTAMPTZ)"
     )
-    total, unassigned = con.execute(
-        f"SELECT count(*), count(*) FILTER (customer_version IS NULL) FROM {joined}"
-    ).fetchone()
-    return Assignment(int(total - unassigned), int(unassigned))
+    types = [t for (t,) in con.execute(f"SELECT DISTINCT activity_type::VARCHAR FROM {activity}").fetchall()]
+    types = sorted(t for t in types if t is not None)
+    staged = lake.root / ".staging" / f"{UNASSIGNED_TABLE}-{uuid.uuid4().hex}.parquet"
+    try:
+        written = lake.write_split(
+            con,
+            offers_sql(activity, of_day, rules, types),
+            "_assigned",
+            {"true": lake.partition_dir(ASSIGNED_TABLE, day.isoformat()) / "data.parquet", "false": staged},
+        )
+        lake.write(
+            con,
+            unassigned_sql(f"read_parquet('{staged}')", customers),
+            lake.partition_dir(UNASSIGNED_TABLE, day.isoformat()) / "data.parquet",
+        )
+    finally:
+        staged.unlink(missing_ok=True)
+    return Assignment(written["true"], written["false"])
 
 
 def offer_lookup_sql(assignments: str, offers: str) -> str:

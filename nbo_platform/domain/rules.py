@@ -349,5 +349,18 @@ def offer_ids_sql(rules: RuleSet) -> str:
     return "[" + ", ".join(str(r.offer_id) for r in rules.rules) + f", {rules.default_offer}]"
 
 
-def rule_ids_sql(rules: RuleSet) -> str:
-    return "[" + ", ".join(sql_literal(r.id) for r in rules.rules) + f", {sql_literal(DEFAULT_RULE_ID)}]"
+def rule_ids_enum_sql(rules: RuleSet) -> str:
+    """The ENUM type of the rule ids (and ``default``)."""
+    ids = dict.fromkeys([r.id for r in rules.rules] + [DEFAULT_RULE_ID])
+    return "ENUM(" + ", ".join(sql_literal(i) for i in ids) + ")"
+
+
+def rule_id_sql(rules: RuleSet, position: str) -> str:
+    """The rule id, as ``rule_ids_enum_sql``, of the 1-based rule position ``position`` (SQL); the default
+    rule's for ``len(rules) + 1``.
+
+    An ENUM costs a Parquet writer nothing to encode (its dictionary is known), unlike the same text.
+    """
+    enum = rule_ids_enum_sql(rules)
+    whens = " ".join(f"WHEN {r.position} THEN {sql_literal(r.id)}::{enum}" for r in rules.rules)
+    return f"CASE {position} {whens} WHEN {len(rules.rules) + 1} THEN {sql_literal(DEFAULT_RULE_ID)}::{enum} END"

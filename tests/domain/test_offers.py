@@ -1,8 +1,8 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nbo_platform.domain.offers import assign_offers
+from nbo_platform.domain.offers import write_offers
 from nbo_platform.domain.policy import Policy, PolicyError, parse_policy
 from nbo_platform.domain.rules import DEFAULT_RULES_PATH, load_rules
 
@@ -22,34 +22,102 @@ def setup(con, versions, activities):
         "CREATE TABLE activity (customer_id BIGINT, activity_id BIGINT, activity_type VARCHAR, "
         "propensity_to_buy DOUBLE, event_time TIMESTAMPTZ)"
     )
-    con.executemany("INSERT INTO activity VALUES (?, ?, 'deposit', ?, ?)", activities)
+    if activities:
+        con.executemany("INSERT INTO activity VALUES (?, ?, 'deposit', ?, ?)", activities)
 
 
 def t(h: int, m: int = 0) -> datetime:
     return datetime(2025, 1, 1, h, m, tzinfo=UTC)
 
 
-def test_each_activity_uses_the_customer_version_valid_at_its_event_time(con):
+DAY = t(0).date()
+
+
+def offers(con, lake, rules=None):
+    """Write the day's offers; the two tables as written."""
+    result = write_offers(con, lake, DAY, "activity", "customers", rules or load_rules(DEFAULT_RULES_PATH))
+
+    def table(name):
+        return f"read_parquet('{lake.partition_dir(name, DAY.isoformat())}/data.parquet', hive_partitioning = false)"
+
+    return result, table("next_best_offer"), table("next_best_offer_unassigned")
+
+
+def test_each_activity_uses_the_customer_version_valid_at_its_event_time(con, lake):
     setup(
         con,
         [(2, 1, t(0), 109825, 705), (2, 2, t(12), 109825, 624)],
         [(2, 1, 0.5, t(11, 59)), (2, 2, 0.5, t(12)), (2, 3, 0.5, t(13))],
     )
-    assign_offers(con, "activity", "customers", load_rules(DEFAULT_RULES_PATH))
+    result, assigned, _ = offers(con, lake)
     got = con.execute(
-        "SELECT activity_id, fico, offer_id, rule_id, customer_version FROM next_best_offer ORDER BY 1"
+        f"SELECT activity_id, fico, offer_id, rule_id, customer_version FROM {assigned} ORDER BY 1"
     ).fetchall()
     assert got == [(1, 705, 3, "new_home_loan", 1), (2, 624, 1, "new_savings", 2), (3, 624, 1, "new_savings", 2)]
+    assert (result.assigned, result.unassigned) == (3, 0)
 
 
-def test_activity_of_unknown_customer_gets_no_offer_and_is_recorded_with_the_reason(con):
+def test_versions_that_ended_before_the_day_or_start_after_it_take_no_part(con, lake):
+    # A version that ended before the day, the one valid through it, one that starts the next day.
+    setup(
+        con,
+        [
+            (2, 1, t(0) - timedelta(days=30), 20000, 500),
+            (2, 2, t(0) - timedelta(days=1), 109825, 705),
+            (2, 3, t(0) + timedelta(days=1), 20000, 500),
+        ],
+        [(2, 1, 0.5, t(0)), (2, 2, 0.5, t(23, 59))],
+    )
+    _, assigned, _ = offers(con, lake)
+    assert con.execute(f"SELECT activity_id, customer_version FROM {assigned} ORDER BY 1").fetchall() == [
+        (1, 2),
+        (2, 2),
+    ]
+
+
+def test_activity_of_unknown_customer_gets_no_offer_and_is_recorded_with_the_reason(con, lake):
     setup(con, [(1, 1, t(10), 403646, 465)], [(1, 1, 0.4, t(9)), (7, 2, 0.4, t(11)), (1, 3, 0.4, t(11))])
-    result = assign_offers(con, "activity", "customers", load_rules(DEFAULT_RULES_PATH))
+    result, assigned, unassigned = offers(con, lake)
     assert (result.assigned, result.unassigned) == (1, 2)
-    assert con.execute("SELECT activity_id, reason, detail FROM next_best_offer_unassigned ORDER BY 1").fetchall() == [
+    assert con.execute(f"SELECT activity_id, offer_id FROM {assigned}").fetchall() == [(3, 1)]
+    assert con.execute(f"SELECT activity_id, reason, detail FROM {unassigned}").fetchall() == [
         (1, "unknown_customer", "no profile before 2025-01-01T10:00:00Z"),
         (2, "unknown_customer", "no profile for this customer"),
     ]
+
+
+def test_written_tables_keep_their_types_and_a_rerun_replaces_both_files(con, lake):
+    setup(con, [(1, 1, t(0), 403646, 465)], [(1, 1, 0.4, t(9)), (7, 2, 0.4, t(11))])
+    _, assigned, unassigned = offers(con, lake)
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {assigned})").fetchall())
+    # ENUMs while computing, text in the files: readers see strings.
+    assert types["rule_id"] == types["activity_type"] == "VARCHAR"
+    assert set(types) == {
+        "customer_id",
+        "activity_id",
+        "propensity_to_buy",
+        "activity_type",
+        "income",
+        "fico",
+        "offer_id",
+        "rule_id",
+        "event_time",
+        "customer_version",
+    }
+    # The unknown customer's profile arrives; the re-run empties the unassigned file instead of keeping it.
+    con.execute("INSERT INTO customers VALUES (7, 1, TIMESTAMPTZ '2024-06-01', 30000, 600, NULL, NULL)")
+    result, assigned, unassigned = offers(con, lake)
+    assert (result.assigned, result.unassigned) == (2, 0)
+    assert con.execute(f"SELECT count(*) FROM {unassigned}").fetchone() == (0,)
+    assert con.execute(f"SELECT activity_id, offer_id FROM {assigned} ORDER BY 1").fetchall() == [(1, 1), (2, 2)]
+
+
+def test_a_day_without_activity_writes_empty_tables(con, lake):
+    setup(con, [(1, 1, t(0), 403646, 465)], [])
+    result, assigned, unassigned = offers(con, lake)
+    assert (result.assigned, result.unassigned) == (0, 0)
+    assert con.execute(f"SELECT count(*) FROM {assigned}").fetchone() == (0,)
+    assert con.execute(f"SELECT count(*) FROM {unassigned}").fetchone() == (0,)
 
 
 def test_policy_defaults_and_unknown_key():

@@ -11,7 +11,7 @@ from nbo_platform.domain.rules import (
     load_rules,
     offer_ids_sql,
     parse_rules,
-    rule_ids_sql,
+    rule_id_sql,
     rule_index_sql,
 )
 from nbo_platform.duck import connect
@@ -148,7 +148,7 @@ def test_compiled_shipped_rules_agree_with_the_recipe_case(rows):
     )
     con.executemany("INSERT INTO t VALUES (?, ?, ?, ?, 'x', NULL)", [(i, *r) for i, r in enumerate(rows)])
     got = con.execute(
-        f"SELECT {offer_ids_sql(rules)}[{rule_index_sql(rules)}], {rule_ids_sql(rules)}[{rule_index_sql(rules)}] "
+        f"SELECT {offer_ids_sql(rules)}[{rule_index_sql(rules)}], {rule_id_sql(rules, rule_index_sql(rules))} "
         "FROM t ORDER BY i"
     ).fetchall()
     assert [g[0] for g in got] == [recipe_case(*r) for r in rows]

@@ -1,5 +1,7 @@
 """Next Best Offer: the offer for each activity, and the same rows with the offer's name and URL."""
 
+from datetime import date
+
 import dagster as dg
 
 from nbo_platform.defs.ingestion.assets import FEED_ASSET_KEYS
@@ -7,16 +9,17 @@ from nbo_platform.defs.metadata import table_metadata
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.reference.assets import RULES_SNAPSHOT
 from nbo_platform.defs.resources import LakeResource, WarehouseResource
-from nbo_platform.domain.offers import assign_offers, offer_lookup_sql
+from nbo_platform.domain.offers import offer_lookup_sql, write_offers
 from nbo_platform.domain.rules import load_rules
-from nbo_platform.duck import connect, sql_literal
+from nbo_platform.duck import connect
 
 ACTIVITY = FEED_ASSET_KEYS["customer_activity"]
 
 
-def _activity_sql(lake, dates: list[str]) -> str | None:
-    files = [str(f) for d in dates for f in lake.partition_files("customer_activity", d)]
-    return f"(SELECT * FROM read_parquet({files}))" if files else None
+EMPTY_ACTIVITY = (
+    "(SELECT NULL::BIGINT customer_id, NULL::BIGINT activity_id, NULL::VARCHAR activity_type, "
+    "NULL::DOUBLE propensity_to_buy, NULL::TIMESTAMPTZ event_time WHERE false)"
+)
 
 
 @dg.multi_asset(
@@ -49,40 +52,29 @@ def next_best_offer(context: dg.AssetExecutionContext, lake: LakeResource, wareh
     the_lake = lake.lake()
     con = connect()
     rules = load_rules(the_lake.table_dir("nbo_rules") / RULES_SNAPSHOT)
-    dates = list(context.partition_keys)
-    activity = _activity_sql(the_lake, dates)
-    if activity is None:
-        activity = (
-            "(SELECT NULL::BIGINT customer_id, NULL::BIGINT activity_id, NULL::VARCHAR activity_type, "
-            "NULL::DOUBLE propensity_to_buy, NULL::TIMESTAMPTZ event_time WHERE false)"
-        )
-    customers = f"(SELECT * FROM read_parquet('{the_lake.table_dir('customers')}/customers.parquet'))"
-    result = assign_offers(con, activity, customers, rules)
-    for table in ("next_best_offer", "next_best_offer_unassigned"):
-        for d in dates:
-            target = the_lake.partition_dir(table, d) / "data.parquet"
-            the_lake.write(
-                con,
-                f"SELECT * FROM {table} WHERE event_time::DATE = {sql_literal(d)}::DATE "
-                "ORDER BY event_time, activity_id",
-                target,
-            )
+    customers = f"read_parquet('{the_lake.table_dir('customers')}/customers.parquet')"
+    assigned = unassigned = 0
+    for d in context.partition_keys:
+        files = [str(f) for f in the_lake.partition_files("customer_activity", d)]
+        activity = f"read_parquet({files})" if files else EMPTY_ACTIVITY
+        result = write_offers(con, the_lake, date.fromisoformat(d), activity, customers, rules)
+        assigned, unassigned = assigned + result.assigned, unassigned + result.unassigned
     warehouse.publish(the_lake)
+    written = [str(f) for d in context.partition_keys for f in the_lake.partition_files("next_best_offer", d)]
+    rows = f"SELECT * FROM read_parquet({written})"
     by_offer = con.execute(
-        "SELECT offer_id, rule_id, count(*) AS activities FROM next_best_offer GROUP BY ALL ORDER BY offer_id"
+        f"SELECT offer_id, rule_id, count(*) AS activities FROM ({rows}) GROUP BY ALL ORDER BY offer_id"
     ).df()
     yield dg.MaterializeResult(
         asset_key="next_best_offer",
         metadata={
-            **table_metadata(con, "SELECT * FROM next_best_offer", "next_best_offer", "event_time, activity_id"),
-            "dagster/row_count": result.assigned,
+            **table_metadata(con, rows, "next_best_offer", "event_time, activity_id"),
+            "dagster/row_count": assigned,
             "offers_by_rule": dg.MetadataValue.md(by_offer.to_markdown(index=False)),
             "rules_source": rules.source,
         },
     )
-    yield dg.MaterializeResult(
-        asset_key="next_best_offer_unassigned", metadata={"dagster/row_count": result.unassigned}
-    )
+    yield dg.MaterializeResult(asset_key="next_best_offer_unassigned", metadata={"dagster/row_count": unassigned})
 
 
 @dg.asset(
