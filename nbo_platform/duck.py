@@ -6,6 +6,8 @@ ever holds a lock on the analysts' warehouse file (see ``warehouse.py``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import duckdb
 
 
@@ -19,6 +21,11 @@ def connect(threads: int | None = None, memory_limit: str | None = None) -> duck
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
     return con
+
+
+def enum_sql(values: Iterable[str]) -> str:
+    """An ENUM type of these values (repeats dropped, order kept)."""
+    return "ENUM(" + ", ".join(sql_literal(v) for v in dict.fromkeys(values)) + ")"
 
 
 def sql_literal(value: object) -> str:

@@ -51,7 +51,6 @@ class Lake:
             raise ValueError(f"Parquet version {parquet_version!r}: expected one of {', '.join(PARQUET_VERSIONS)}")
         self.uri = uri
         self.root = lake_root_path(uri)
-        self.parquet_version = parquet_version
         # Measured on two cores against v1 with DuckDB's default dictionaries: 10M activities joined and
         # written as next_best_offer in 2.3 s instead of 3.6 s, 187 MB instead of 213 MB; 5M-row files of
         # the large sample day written 10-40% faster at about the same size (geofence hits: 18% larger).

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 import duckdb
 
 from nbo_platform.domain.rules import RuleSet, offer_ids_sql, rule_id_sql, rule_index_sql
-from nbo_platform.duck import sql_literal
+from nbo_platform.duck import enum_sql, sql_literal
 from nbo_platform.lake import Lake
 
 UNKNOWN_CUSTOMER = "unknown_customer"
@@ -28,10 +28,6 @@ UNASSIGNED_TABLE = "next_best_offer_unassigned"
 class Assignment:
     assigned: int
     unassigned: int
-
-
-def _enum(values: Sequence[str]) -> str:
-    return "ENUM(" + ", ".join(sql_literal(v) for v in values) + ")"
 
 
 def offers_sql(activity: str, customers: str, rules: RuleSet, activity_types: Sequence[str] | None = None) -> str:
@@ -51,7 +47,7 @@ def offers_sql(activity: str, customers: str, rules: RuleSet, activity_types: Se
     # an ASOF join's sort. (The open end is written with coalesce: an OR in a LEFT JOIN's condition
     # makes DuckDB fall back to a nested-loop join.) One LEFT JOIN pass gives both the assignments and
     # the activities whose customer had no version at that time.
-    kind = f"::{_enum(activity_types)}" if activity_types else ""
+    kind = f"::{enum_sql(activity_types)}" if activity_types else ""
     return f"""
         WITH matched AS (
             SELECT a.customer_id, a.activity_id, a.propensity_to_buy, a.activity_type, a.event_time,
@@ -80,7 +76,7 @@ def unassigned_sql(rows: str, customers: str) -> str:
             SELECT customer_id, min(valid_from) AS first_seen FROM {customers}
             WHERE customer_id IN (SELECT customer_id FROM unknown) GROUP BY ALL
         )
-        SELECT u.customer_id, u.activity_id, u.activity_type::VARCHAR AS activity_type, u.event_time,
+        SELECT u.customer_id, u.activity_id, u.activity_type, u.event_time,
                '{UNKNOWN_CUSTOMER}' AS reason,
                CASE WHEN k.first_seen IS NULL THEN 'no profile for this customer'
                     ELSE 'no profile before ' || strftime(k.first_seen, '%Y-%m-%dT%H:%M:%SZ') END AS detail
@@ -104,8 +100,12 @@ def write_offers(
         f"(SELECT * FROM {customers} WHERE valid_from < {end}::TIMESTAMPTZ "
         f"AND coalesce(valid_to, 'infinity'::TIMESTAMPTZ) > {start}::TIMESTAMPTZ)"
     )
-    types = [t for (t,) in con.execute(f"SELECT DISTINCT activity_type::VARCHAR FROM {activity}").fetchall()]
-    types = sorted(t for t in types if t is not None)
+    types = [
+        t
+        for (t,) in con.execute(
+            f"SELECT DISTINCT activity_type FROM {activity} WHERE activity_type IS NOT NULL ORDER BY 1"
+        ).fetchall()
+    ]
     staged = lake.root / ".staging" / f"{UNASSIGNED_TABLE}-{uuid.uuid4().hex}.parquet"
     try:
         written = lake.write_split(

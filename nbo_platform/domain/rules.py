@@ -29,7 +29,7 @@ from typing import Literal
 
 import yaml
 
-from nbo_platform.duck import sql_literal
+from nbo_platform.duck import enum_sql, sql_literal
 
 # field -> (kind, SQL expression over the joined activity/customer row)
 FIELDS: dict[str, tuple[Literal["int", "float", "category"], str]] = {
@@ -349,18 +349,12 @@ def offer_ids_sql(rules: RuleSet) -> str:
     return "[" + ", ".join(str(r.offer_id) for r in rules.rules) + f", {rules.default_offer}]"
 
 
-def rule_ids_enum_sql(rules: RuleSet) -> str:
-    """The ENUM type of the rule ids (and ``default``)."""
-    ids = dict.fromkeys([r.id for r in rules.rules] + [DEFAULT_RULE_ID])
-    return "ENUM(" + ", ".join(sql_literal(i) for i in ids) + ")"
-
-
 def rule_id_sql(rules: RuleSet, position: str) -> str:
-    """The rule id, as ``rule_ids_enum_sql``, of the 1-based rule position ``position`` (SQL); the default
-    rule's for ``len(rules) + 1``.
+    """The rule id, as an ENUM of the rule ids, of the 1-based rule position ``position`` (SQL); the
+    default rule's for ``len(rules) + 1``.
 
     An ENUM costs a Parquet writer nothing to encode (its dictionary is known), unlike the same text.
     """
-    enum = rule_ids_enum_sql(rules)
+    enum = enum_sql([r.id for r in rules.rules] + [DEFAULT_RULE_ID])
     whens = " ".join(f"WHEN {r.position} THEN {sql_literal(r.id)}::{enum}" for r in rules.rules)
     return f"CASE {position} {whens} WHEN {len(rules.rules) + 1} THEN {sql_literal(DEFAULT_RULE_ID)}::{enum} END"
