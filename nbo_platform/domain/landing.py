@@ -24,7 +24,7 @@ import fcntl
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,14 +63,16 @@ def read_records(
     *,
     check: bool = True,
     lazy_raw: bool = False,
+    columns: tuple[str, ...] | None = None,
 ) -> str:
     """Load the records of a file (or of several files of one format) into a temp view; return its name.
 
     The view has ``_path`` (the file), ``_line`` (1-based line of the record; for CSV the record
-    number, the header being line 1), ``_raw`` (the record as read; NULL for CSV rows that parsed,
+    number, the header being line 1), ``_raw`` (the record as read, a JSONL line with its line break
+    (``validate_sql`` removes it); NULL for CSV rows that parsed,
     and with ``lazy_raw`` for Parquet rows, see ``raw_parquet_records``), ``_parse_error`` (why the
-    record could not be parsed, else NULL) and one VARCHAR column per feed column (NULL where
-    absent). With ``check`` the files are read once here so that one that cannot be read raises
+    record could not be parsed, else NULL) and one VARCHAR column per feed column, or per one of
+    ``columns`` (NULL where absent). With ``check`` the files are read once here so that one that cannot be read raises
     ``LandingError``; without it the first query over the view does. CSV is read one file at a time.
     """
     paths = path if isinstance(path, list) else [path]
@@ -80,19 +82,13 @@ def read_records(
     where = _describe(paths)
     view = f"records_{hashlib.md5(str(paths).encode()).hexdigest()[:10]}"
     listed = "[" + ", ".join(sql_literal(str(q)) for q in paths) + "]"
-    cols = feed.column_names
+    cols = columns or feed.column_names
     try:
         if fmt == "jsonl":
-            # The lines are materialized first: a file is one row of read_text, and the JSON work that
-            # follows runs in parallel over the lines only once they are rows of a table.
-            con.execute(
-                f"""
-                CREATE OR REPLACE TEMP TABLE {view}_lines AS
-                SELECT _path, generate_subscripts(l, 1) AS _line, unnest(l) AS _raw
-                FROM (SELECT filename AS _path, string_split(content, chr(10)) AS l FROM read_text({listed}))
-                """
-            )
-            # One parse per line: the feed's fields come out as a list, in column order.
+            con.register(f"{view}_arrow", jsonl_lines(paths))
+            # One parse per line (a line keeps its line break: JSON whitespace), and the feed's fields
+            # come out of it as one list, in column order. A line starting with '{' is not blank: the
+            # trims run on the few that do not.
             fields = "[" + ", ".join(sql_literal("$." + c) for c in cols) + "]"
             extract = ", ".join(f"v[{i + 1}] AS {c}" for i, c in enumerate(cols))
             con.execute(
@@ -100,12 +96,12 @@ def read_records(
                 CREATE OR REPLACE TEMP VIEW {view} AS
                 SELECT _path, _line, _raw,
                        CASE WHEN j IS NULL THEN 'unparseable JSON'
-                            WHEN json_type(j) <> 'OBJECT' THEN 'not a JSON object' END AS _parse_error,
+                            WHEN t <> 'OBJECT' THEN 'not a JSON object' END AS _parse_error,
                        {extract}
-                FROM (SELECT *, CASE WHEN json_type(j) = 'OBJECT' THEN json_extract_string(j, {fields}) END AS v
-                      FROM (SELECT _path, _line, _raw, try_cast(_raw AS JSON) AS j
-                            FROM (SELECT _path, _line, rtrim(_raw, chr(13)) AS _raw FROM {view}_lines
-                                  WHERE trim(_raw) <> '')))
+                FROM (SELECT *, CASE WHEN t = 'OBJECT' THEN json_extract_string(j, {fields}) END AS v
+                      FROM (SELECT *, json_type(j) AS t
+                            FROM (SELECT _path, _line, _raw, try_cast(_raw AS JSON) AS j FROM {view}_arrow
+                                  WHERE starts_with(_raw, '{{') OR trim(rtrim(_raw, {_LINE_BREAK})) <> '')))
                 """
             )
         elif fmt == "csv":
@@ -135,9 +131,38 @@ def read_records(
             raise LandingError(f"{where}: unsupported file type {paths[0].suffix!r} (use .jsonl, .csv or .parquet)")
         if check:
             con.execute(f"SELECT count(*) FROM {view}").fetchone()  # surface read errors here
-    except (duckdb.Error, pa.ArrowInvalid, UnicodeDecodeError) as e:
+    except (duckdb.Error, pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
         raise LandingError(f"{where}: cannot be read as {fmt}: {e}") from e
     return view
+
+
+# Line-break characters a JSONL line's text ends with (``rtrim`` removes them).
+_LINE_BREAK = "chr(13) || chr(10)"
+
+
+def jsonl_lines(paths: list[Path]) -> pa.Table:
+    """Every line of text files: ``_path``, ``_line`` (1-based) and ``_raw`` (the line with its line break).
+
+    The lines are cut where the bytes are, with NumPy: the file's bytes become the strings' buffer as
+    they are, so reading costs one copy of the file whatever its number of lines. Text that is not
+    UTF-8 raises ``pyarrow.ArrowInvalid``.
+    """
+    paths_col, line_col, raw_col = [], [], []
+    for path in paths:
+        data = np.fromfile(path, dtype=np.uint8)
+        ends = np.flatnonzero(data == 10) + 1  # each line ends after its '\n' ...
+        if data.size and (not ends.size or ends[-1] != data.size):
+            ends = np.append(ends, data.size)  # ... the last one maybe at the end of the file
+        offsets = np.zeros(ends.size + 1, dtype=np.int64)
+        offsets[1:] = ends
+        raw = pa.LargeStringArray.from_buffers(ends.size, pa.py_buffer(offsets), pa.py_buffer(data))
+        raw.validate(full=True)
+        raw_col.append(raw)
+        line_col.append(pa.array(np.arange(1, ends.size + 1, dtype=np.int64)))
+        paths_col.append(pa.DictionaryArray.from_arrays(pa.array(np.zeros(ends.size, np.int32)), pa.array([str(path)])))
+    return pa.table(
+        {"_path": pa.chunked_array(paths_col), "_line": pa.chunked_array(line_col), "_raw": pa.chunked_array(raw_col)}
+    )
 
 
 def _describe(paths: list[Path]) -> str:
@@ -147,8 +172,7 @@ def _describe(paths: list[Path]) -> str:
 def drop_records(con: duckdb.DuckDBPyConnection, view: str) -> None:
     """Free what ``read_records`` made for a view."""
     con.execute(f"DROP VIEW IF EXISTS {view}")
-    con.execute(f"DROP TABLE IF EXISTS {view}_lines")
-    con.unregister(f"{view}_arrow")  # a no-op unless the view came from CSV
+    con.unregister(f"{view}_arrow")
 
 
 # A Parquet record's raw text: its columns (all of them, as stored) as a JSON object.
@@ -208,18 +232,28 @@ def _read_csv_records(path: Path, cols: tuple[str, ...]) -> pa.Table:
 _INT_PATTERN = r"^\s*[+-]?[0-9]+\s*$"
 
 
+def _trimmed(v: str) -> str:
+    """``trim(v)``, computed only for values with a space at either end (trim is costly on every row)."""
+    return f"CASE WHEN starts_with({v}, ' ') OR ends_with({v}, ' ') THEN trim({v}) ELSE {v} END"
+
+
+def _missing(v: str) -> str:
+    """NULL, empty or only spaces (a value of spaces only starts with one)."""
+    return f"({v} IS NULL OR {v} = '' OR (starts_with({v}, ' ') AND trim({v}) = ''))"
+
+
 def _typed(c: Column) -> str:
     v = c.name
     if c.type == "int":
-        # TRY_CAST rounds '1.5' to 2; only whole numbers are integers.
-        return f"CASE WHEN regexp_matches({v}, '{_INT_PATTERN}') THEN TRY_CAST(trim({v}) AS BIGINT) END"
+        # TRY_CAST rounds '1.5' to 2 (and reads '1e3', '0x10', '1_000'): only whole numbers are integers.
+        return f"CASE WHEN regexp_matches({v}, '{_INT_PATTERN}') THEN TRY_CAST({v} AS BIGINT) END"
     if c.type == "float":
         return f"CASE WHEN isfinite(TRY_CAST({v} AS DOUBLE)) THEN TRY_CAST({v} AS DOUBLE) END"
     if c.type == "timestamp":
         return f"TRY_CAST({v} AS TIMESTAMPTZ)"
     if c.type == "bool":
         return f"TRY_CAST({v} AS BOOLEAN)"
-    return f"NULLIF(trim({v}), '')"
+    return f"NULLIF({_trimmed(v)}, '')"
 
 
 _TYPE_WORD = {"int": "an integer", "float": "a number", "timestamp": "a timestamp", "bool": "a boolean"}
@@ -238,47 +272,54 @@ def validate_sql(
     ``carry`` names columns of the view passed through unchanged (the batch's ``_file_no``).
     """
     typed = ", ".join(f"{_typed(c)} AS t_{c.name}" for c in feed.columns)
-    checks: list[str] = []
+    checks: list[tuple[str, str]] = []  # (the row fails when true, its reason)
     for c in feed.columns:
-        missing = f"{c.name} IS NULL OR trim({c.name}) = ''"
+        missing = _missing(c.name)
         if c.required:
-            checks.append(f"CASE WHEN {missing} THEN '{c.name}: missing' END")
+            checks.append((missing, f"'{c.name}: missing'"))
         if c.type != "string":
             checks.append(
-                f"CASE WHEN NOT ({missing}) AND t_{c.name} IS NULL "
-                f"THEN '{c.name}: not {_TYPE_WORD[c.type]}: ' || left({c.name}, 80) END"
+                (
+                    f"NOT {missing} AND t_{c.name} IS NULL",
+                    f"'{c.name}: not {_TYPE_WORD[c.type]}: ' || left({c.name}, 80)",
+                )
             )
         if c.check:
             pred = c.check.format(c=f"t_{c.name}")
             checks.append(
-                f"CASE WHEN t_{c.name} IS NOT NULL AND NOT ({pred}) "
-                f"THEN '{c.name}: {c.check_reason}: ' || t_{c.name}::VARCHAR END"
+                (f"t_{c.name} IS NOT NULL AND NOT ({pred})", f"'{c.name}: {c.check_reason}: ' || t_{c.name}::VARCHAR")
             )
     ingested = f"TIMESTAMPTZ {sql_literal(ingested_at.isoformat())}"
     if feed.event_time:
         et = f"coalesce(t_{feed.event_time}, {ingested})"
         if partitions_start:
             checks.append(
-                f"CASE WHEN {et} < TIMESTAMPTZ {sql_literal(partitions_start)} "
-                f"THEN '{feed.event_time}: before the first partition ({partitions_start})' END"
+                (
+                    f"{et} < TIMESTAMPTZ {sql_literal(partitions_start)}",
+                    sql_literal(f"{feed.event_time}: before the first partition ({partitions_start})"),
+                )
             )
-        checks.append(
-            f"CASE WHEN {et} > {ingested} + INTERVAL 1 DAY THEN '{feed.event_time}: more than a day in the future' END"
-        )
+        checks.append((f"{et} > {ingested} + INTERVAL 1 DAY", f"'{feed.event_time}: more than a day in the future'"))
     for pred, reason in feed.extra_checks:
-        checks.append(f"CASE WHEN NOT ({pred}) THEN {sql_literal(reason)} END")
+        checks.append((f"NOT ({pred})", sql_literal(reason)))
     renamed = ", ".join(f"t_{c.name} AS {c.name}" for c in feed.columns)
-    # Only the first failure of each column is listed: enough to fix the record, short to read.
-    # The raw text is kept for rejected rows only (the quarantine's record); a row parsed from CSV or
-    # Parquet without its text gets a JSON object of its fields.
+    # Only the first failure of each column is listed: enough to fix the record, short to read. The
+    # reasons are spelled out only for the rows that fail a check: most rows only test the conditions.
+    fails = " OR ".join(f"({cond})" for cond, _ in checks) or "false"
+    reasons = ", ".join(f"CASE WHEN {cond} THEN {reason} END" for cond, reason in checks)
+    # The raw text is kept for rejected rows only (the quarantine's record), without a JSONL line's
+    # line break; a row parsed from CSV or Parquet without its text gets a JSON object of its fields.
     fields = ", ".join(f"{sql_literal(c)}, {c}" for c in feed.column_names)
     return f"""
         WITH t AS (SELECT *, {typed} FROM {records_view}),
         r AS (
-            SELECT *, coalesce(_parse_error, NULLIF(concat_ws('; ', {", ".join(checks)}), '')) AS _reason FROM t
+            SELECT *, CASE WHEN _parse_error IS NOT NULL THEN _parse_error
+                           WHEN {fails} THEN NULLIF(concat_ws('; ', {reasons}), '') END AS _reason
+            FROM t
         )
         SELECT {"".join(c + ", " for c in carry)}_line,
-               CASE WHEN _reason IS NOT NULL THEN coalesce(_raw, json_object({fields})::VARCHAR) END AS _raw,
+               CASE WHEN _reason IS NOT NULL
+                    THEN coalesce(rtrim(_raw, {_LINE_BREAK}), json_object({fields})::VARCHAR) END AS _raw,
                {renamed}, _reason
         FROM r
     """
@@ -518,17 +559,18 @@ def ingest_batch(
     date_expr = f"{et}::DATE" if et else "NULL::DATE"
     key = ", ".join(feed.key)
     prior = _prior_keys_sql(con, lake, feed, [f.relpath for f in files])
+    # The first occurrence of a key wins. Repeats within the batch are rare: a hash aggregate finds the
+    # keys seen more than once and where each was first seen (file, line), instead of sorting every row.
+    order = "(_file_no::BIGINT << 40) + _line"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE checked AS
-        WITH ranked AS (
-            SELECT * EXCLUDE (_raw, _reason), {date_expr} AS date,
-                   row_number() OVER (PARTITION BY {key} ORDER BY _file_no, _line) AS _rank
-            FROM validated WHERE _reason IS NULL
-        )
-        SELECT r.*, CASE WHEN r._rank > 1 OR p.{feed.key[0]} IS NOT NULL THEN 'duplicate' ELSE 'new' END
+        WITH ok AS (SELECT * EXCLUDE (_raw, _reason), {date_expr} AS date FROM validated WHERE _reason IS NULL),
+        repeated AS (SELECT {key}, min({order}) AS _first FROM ok GROUP BY ALL HAVING count(*) > 1)
+        SELECT ok.*,
+               CASE WHEN {order} <> r._first OR p.{feed.key[0]} IS NOT NULL THEN 'duplicate' ELSE 'new' END
                AS _status
-        FROM ranked r LEFT JOIN ({prior}) p USING ({key})
+        FROM ok LEFT JOIN repeated r USING ({key}) LEFT JOIN ({prior}) p USING ({key})
         """
     )
     per_file: dict[int, dict] = {
@@ -597,7 +639,11 @@ _COUNTS = ("rows_read", "rows_accepted", "rows_new", "rows_duplicate", "rows_qua
 
 
 def _prior_keys_sql(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, relpaths: list[str]) -> str:
-    """Keys accepted before, from other files; as narrow a read as the key allows."""
+    """The batch's keys accepted before, from other files; as narrow a read as the key allows.
+
+    The lake's keys are probed against the batch's (a semi join building on the batch): the keys of
+    the whole table are never collected.
+    """
     key = ", ".join(feed.key)
     if not lake.has_files(feed.table):
         return f"SELECT {key} FROM validated WHERE false"
@@ -613,7 +659,10 @@ def _prior_keys_sql(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, relp
             f"date BETWEEN {sql_literal(lo.date().isoformat())} AND {sql_literal(hi.date().isoformat())}",
             f"{et} BETWEEN TIMESTAMPTZ {sql_literal(lo.isoformat())} AND TIMESTAMPTZ {sql_literal(hi.isoformat())}",
         ]
-    return f"SELECT DISTINCT {key} FROM {lake.scan_sql(feed.table)} WHERE {' AND '.join(where)}"
+    return (
+        f"SELECT DISTINCT {key} FROM (SELECT {key} FROM {lake.scan_sql(feed.table)} WHERE {' AND '.join(where)}) "
+        f"SEMI JOIN (SELECT {key} FROM validated WHERE _reason IS NULL) USING ({key})"
+    )
 
 
 def _quarantine_dir(lake: Lake, feed: Feed) -> Path:
@@ -728,20 +777,56 @@ def ingest_pending(
     return results, changed
 
 
-def planned_dates(con: duckdb.DuckDBPyConnection, path: Path, feed: Feed, now: datetime) -> set[str]:
-    """The event dates a pending file will touch, read with the same parser as ingestion."""
+def planned_dates(
+    con: duckdb.DuckDBPyConnection, files: list[LandingFile], feed: Feed, now: datetime
+) -> dict[str, set[str]]:
+    """The event dates each pending file will touch (by its relpath), read with the same parser as
+    ingestion; a file that cannot be read touches none.
+
+    Only the event time is read, a batch of files per query (as ingestion batches them); a batch that
+    fails is read again file by file, so that one unreadable file does not hide the others' dates.
+    """
+    dates: dict[str, set[str]] = {f.relpath: set() for f in files}
     if feed.event_time is None:
-        return set()
-    try:
-        view = read_records(con, path, feed)
-    except LandingError:
-        return set()
+        return dates
+    by_format: dict[str, list[LandingFile]] = {}
+    for f in files:
+        by_format.setdefault(file_format(f.path) or "?", []).append(f)
+    groups = [
+        group
+        for fmt, of_format in by_format.items()
+        for group in (plan_batches(of_format) if fmt in ("jsonl", "parquet") else [[f] for f in of_format])
+    ]
+    for group in groups:
+        try:
+            found = _event_dates(con, group, feed, now)
+        except LandingError:
+            found = {}
+            for f in group if len(group) > 1 else []:
+                with suppress(LandingError):
+                    found |= _event_dates(con, [f], feed, now)
+        by_path = {str(f.path): f.relpath for f in group}
+        for path, ds in found.items():
+            dates[by_path[path]] |= ds
+    return dates
+
+
+def _event_dates(
+    con: duckdb.DuckDBPyConnection, files: list[LandingFile], feed: Feed, now: datetime
+) -> dict[str, set[str]]:
     c = feed.column(feed.event_time)
-    rows = con.execute(
-        f"SELECT DISTINCT coalesce({_typed(c)}, TIMESTAMPTZ {sql_literal(now.isoformat())})::DATE::VARCHAR "
-        f"FROM {view} WHERE _parse_error IS NULL"
-    ).fetchall()
-    return {r[0] for r in rows}
+    paths = [f.path for f in files]
+    view = read_records(con, paths if len(paths) > 1 else paths[0], feed, check=False, columns=(c.name,))
+    try:
+        rows = con.execute(
+            f"SELECT _path, list(DISTINCT coalesce({_typed(c)}, TIMESTAMPTZ {sql_literal(now.isoformat())})"
+            f"::DATE::VARCHAR) FROM {view} WHERE _parse_error IS NULL GROUP BY _path"
+        ).fetchall()
+    except (duckdb.Error, pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
+        raise LandingError(f"{_describe(paths)}: cannot be read: {e}") from e
+    finally:
+        drop_records(con, view)
+    return {path: set(ds) for path, ds in rows}
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from nbo_platform.domain.landing import (
     BATCH_BYTES,
     conservation_violations,
     ingest_pending,
+    planned_dates,
     read_manifest,
     scan_landing,
 )
@@ -91,6 +92,53 @@ def test_bad_rows_are_quarantined_with_reasons_and_rows_are_conserved(settings, 
     ]
     assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
     assert changed == []
+
+
+def test_jsonl_lines_line_breaks_blank_lines_and_text_that_is_not_utf8(settings, lake, con):
+    d = settings.landing_dir / "customer_activity"
+    d.mkdir(parents=True)
+    (d / "a.jsonl").write_bytes(
+        json.dumps(activity(1)).encode()
+        + b"\r\n"  # 1: Windows line break
+        + b"\n"  # 2: blank
+        + b"   \r\n"  # 3: spaces only, blank
+        + b"{not json\r\r\n"  # 4
+        + b"\t\n"  # 5: a tab is not blank (nor JSON)
+        + json.dumps(activity(2, activity_type="d\u00e9p\u00f4t")).encode()  # 6: no line break at the end
+    )
+    (d / "b.jsonl").write_bytes(json.dumps(activity(3)).encode() + b"\n\xff\xfe\n")
+    results, _ = ingest(settings, lake, con)
+    by_file = {r.file: r for r in results}
+    a = by_file["a.jsonl"]
+    assert (a.status, a.rows_read, a.rows_new, a.rows_quarantined) == ("ingested", 4, 2, 2)
+    assert by_file["b.jsonl"].status == "unreadable" and "UTF" in by_file["b.jsonl"].error
+    assert [(r[1], r[3]) for r in lake_rows(con, lake)] == [(1, "deposit"), (2, "dépôt")]
+    assert con.execute(
+        f"SELECT line, reason, raw FROM read_parquet('{lake.table_dir('quarantine')}/**/*.parquet') ORDER BY line"
+    ).fetchall() == [(4, "unparseable JSON", "{not json"), (5, "unparseable JSON", "\t")]
+    assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
+
+
+def test_planned_dates_are_the_dates_ingestion_writes(settings, lake, con):
+    d = settings.landing_dir / "customer_activity"
+    write_jsonl(
+        d / "1.jsonl",
+        [activity(1, event_time="2025-03-01T23:59:59Z"), activity(2, event_time="2025-03-02T00:30:00+01:00"), "{bad"],
+    )
+    write_jsonl(d / "2.jsonl", [activity(3, event_time="2025-03-03T10:00:00")])
+    (d / "3.jsonl").write_bytes(b"\xff\n")  # not UTF-8: unreadable, it touches no date
+    write_jsonl(d / "4.jsonl", [activity(4, event_time=None)])  # no event time: the ingestion time
+    pending, _ = scan_landing(con, lake, settings.landing_dir, CUSTOMER_ACTIVITY)
+    planned = planned_dates(con, pending, CUSTOMER_ACTIVITY, NOW)
+    assert planned == {
+        "1.jsonl": {"2025-03-01"},
+        "2.jsonl": {"2025-03-03"},
+        "3.jsonl": set(),
+        "4.jsonl": {"2025-03-02"},
+    }
+    results, _ = ingest(settings, lake, con)
+    assert {r.file: set(r.dates) for r in results} == planned
+    assert [r.status for r in results] == ["ingested", "ingested", "unreadable", "ingested"]
 
 
 def test_csv_with_a_short_row_and_parquet_with_a_missing_column(settings, lake, con):

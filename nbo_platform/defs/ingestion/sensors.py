@@ -59,11 +59,11 @@ def plan_landing_runs(
     transaction_dates: set[str] = set()
     for name, feed in LANDING_FEEDS.items():
         pending, _ = scan_landing(con, lake, landing.landing_dir, feed)
-        for f in pending:
-            token = file_token(name, f.relpath, f.size, f.mtime_ns)
-            if skip and token in skip:
-                continue
-            for d in planned_dates(con, f.path, feed, now) or {now.date().isoformat()}:
+        tokens = {f.relpath: file_token(name, f.relpath, f.size, f.mtime_ns) for f in pending}
+        pending = [f for f in pending if not (skip and tokens[f.relpath] in skip)]
+        for relpath, dates in planned_dates(con, pending, feed, now).items():
+            token = tokens[relpath]
+            for d in dates or {now.date().isoformat()}:
                 run = runs.setdefault(d, PlannedRun(d))
                 run.assets |= {feed.table, *DOWNSTREAM[name]}
                 run.files.add(token)
