@@ -24,7 +24,7 @@ import fcntl
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +45,10 @@ QUARANTINE_TABLE = "quarantine"
 
 class LandingError(Exception):
     """A file that cannot be read at all (not a format problem of single rows)."""
+
+
+# What reading a file that cannot be read raises, from DuckDB, Arrow, the decoder or the file system.
+_READ_ERRORS = (duckdb.Error, pa.ArrowInvalid, UnicodeDecodeError, OSError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,12 +72,12 @@ def read_records(
     """Load the records of a file (or of several files of one format) into a temp view; return its name.
 
     The view has ``_path`` (the file), ``_line`` (1-based line of the record; for CSV the record
-    number, the header being line 1), ``_raw`` (the record as read, a JSONL line with its line break
-    (``validate_sql`` removes it); NULL for CSV rows that parsed,
-    and with ``lazy_raw`` for Parquet rows, see ``raw_parquet_records``), ``_parse_error`` (why the
-    record could not be parsed, else NULL) and one VARCHAR column per feed column, or per one of
-    ``columns`` (NULL where absent). With ``check`` the files are read once here so that one that cannot be read raises
-    ``LandingError``; without it the first query over the view does. CSV is read one file at a time.
+    number, the header being line 1), ``_raw`` (the record as read, a JSONL line with its line break,
+    which ``validate_sql`` removes; NULL for CSV rows that parsed, and with ``lazy_raw`` for Parquet
+    rows, see ``raw_parquet_records``), ``_parse_error`` (why the record could not be parsed, else
+    NULL) and one VARCHAR column per feed column, or per one of ``columns`` (NULL where absent). With
+    ``check`` the files are read once here so that one that cannot be read raises ``LandingError``;
+    without it the first query over the view does. CSV is read one file at a time.
     """
     paths = path if isinstance(path, list) else [path]
     fmt = file_format(paths[0])
@@ -131,7 +135,7 @@ def read_records(
             raise LandingError(f"{where}: unsupported file type {paths[0].suffix!r} (use .jsonl, .csv or .parquet)")
         if check:
             con.execute(f"SELECT count(*) FROM {view}").fetchone()  # surface read errors here
-    except (duckdb.Error, pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
+    except _READ_ERRORS as e:
         raise LandingError(f"{where}: cannot be read as {fmt}: {e}") from e
     return view
 
@@ -454,30 +458,38 @@ def pii_hash_sql(column: str, salt: str) -> str:
     return f"CASE WHEN {column} IS NOT NULL THEN sha256({sql_literal(salt)} || {column}) END"
 
 
-def _append_records(con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path]) -> dict[int, str]:
-    """Add files' records to ``batch_records``; returns why each file that could not be read failed.
-
-    JSONL and Parquet files are read together, a query per format (DuckDB reads them in parallel); if
-    that fails, file by file, so that one unreadable file does not hold back the others.
+def _read_in_groups(paths: list[Path], read: Callable[[list[Path]], None]) -> dict[Path, LandingError]:
+    """Call ``read`` on the files a query can read together (JSONL files together, Parquet files together,
+    any other file alone: DuckDB reads a group in parallel); a group that fails is read again file by
+    file, so that one unreadable file does not hold back the others. Returns why each such file failed.
     """
-    errors: dict[int, str] = {}
-    groups: dict[str, dict[int, Path]] = {}
-    for no, path in files.items():
+    groups: dict[str, list[Path]] = {}
+    for i, path in enumerate(paths):
         fmt = file_format(path) or "?"
-        groups.setdefault(fmt if fmt in ("jsonl", "parquet") else f"{fmt}:{no}", {})[no] = path
+        groups.setdefault(fmt if fmt in ("jsonl", "parquet") else f"{fmt}:{i}", []).append(path)
+    errors: dict[Path, LandingError] = {}
     for group in groups.values():
         if len(group) > 1:
             try:
-                _insert_records(con, feed, group)
+                read(group)
                 continue
             except LandingError:
                 pass
-        for no, path in group.items():
+        for path in group:
             try:
-                _insert_records(con, feed, {no: path})
+                read([path])
             except LandingError as e:
-                errors[no] = str(e)
+                errors[path] = e
     return errors
+
+
+def _append_records(con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path]) -> dict[int, str]:
+    """Add files' records to ``batch_records``; returns why each file that could not be read failed."""
+    number = {path: no for no, path in files.items()}
+    errors = _read_in_groups(
+        list(files.values()), lambda group: _insert_records(con, feed, {number[p]: p for p in group})
+    )
+    return {number[path]: str(e) for path, e in errors.items()}
 
 
 def _insert_records(con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path]) -> None:
@@ -491,7 +503,7 @@ def _insert_records(con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int,
             f"INSERT INTO batch_records SELECT m._file_no, _line, _raw, _parse_error, "
             f"{', '.join(feed.column_names)} FROM {view} LEFT JOIN batch_paths m USING (_path)"
         )
-    except (duckdb.Error, pa.ArrowInvalid, UnicodeDecodeError) as e:
+    except _READ_ERRORS as e:
         raise LandingError(f"{_describe(paths)}: cannot be read as {file_format(paths[0])}: {e}") from e
     finally:
         con.unregister("batch_paths")
@@ -558,7 +570,7 @@ def ingest_batch(
         con.execute(f"UPDATE validated SET {et} = {ingested} WHERE {et} IS NULL")
     date_expr = f"{et}::DATE" if et else "NULL::DATE"
     key = ", ".join(feed.key)
-    prior = _prior_keys_sql(con, lake, feed, [f.relpath for f in files])
+    prior = _prior_keys_sql(con, lake, feed)
     # The first occurrence of a key wins. Repeats within the batch are rare: a hash aggregate finds the
     # keys seen more than once and where each was first seen (file, line), instead of sorting every row.
     order = "(_file_no::BIGINT << 40) + _line"
@@ -638,7 +650,7 @@ def ingest_batch(
 _COUNTS = ("rows_read", "rows_accepted", "rows_new", "rows_duplicate", "rows_quarantined")
 
 
-def _prior_keys_sql(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, relpaths: list[str]) -> str:
+def _prior_keys_sql(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed) -> str:
     """The batch's keys accepted before, from other files; as narrow a read as the key allows.
 
     The lake's keys are probed against the batch's (a semi join building on the batch): the keys of
@@ -783,46 +795,32 @@ def planned_dates(
     """The event dates each pending file will touch (by its relpath), read with the same parser as
     ingestion; a file that cannot be read touches none.
 
-    Only the event time is read, a batch of files per query (as ingestion batches them); a batch that
-    fails is read again file by file, so that one unreadable file does not hide the others' dates.
+    Only the event time is read, for the files of a batch (as ingestion batches them) in one query
+    per format where it can (``_read_in_groups``).
     """
     dates: dict[str, set[str]] = {f.relpath: set() for f in files}
     if feed.event_time is None:
         return dates
-    by_format: dict[str, list[LandingFile]] = {}
-    for f in files:
-        by_format.setdefault(file_format(f.path) or "?", []).append(f)
-    groups = [
-        group
-        for fmt, of_format in by_format.items()
-        for group in (plan_batches(of_format) if fmt in ("jsonl", "parquet") else [[f] for f in of_format])
-    ]
-    for group in groups:
-        try:
-            found = _event_dates(con, group, feed, now)
-        except LandingError:
-            found = {}
-            for f in group if len(group) > 1 else []:
-                with suppress(LandingError):
-                    found |= _event_dates(con, [f], feed, now)
-        by_path = {str(f.path): f.relpath for f in group}
-        for path, ds in found.items():
-            dates[by_path[path]] |= ds
+    relpath = {str(f.path): f.relpath for f in files}
+
+    def read(paths: list[Path]) -> None:
+        for path, found in _event_dates(con, paths, feed, now).items():
+            dates[relpath[path]] |= found
+
+    for batch in plan_batches(files):
+        _read_in_groups([f.path for f in batch], read)
     return dates
 
 
-def _event_dates(
-    con: duckdb.DuckDBPyConnection, files: list[LandingFile], feed: Feed, now: datetime
-) -> dict[str, set[str]]:
+def _event_dates(con: duckdb.DuckDBPyConnection, paths: list[Path], feed: Feed, now: datetime) -> dict[str, set[str]]:
     c = feed.column(feed.event_time)
-    paths = [f.path for f in files]
     view = read_records(con, paths if len(paths) > 1 else paths[0], feed, check=False, columns=(c.name,))
     try:
         rows = con.execute(
             f"SELECT _path, list(DISTINCT coalesce({_typed(c)}, TIMESTAMPTZ {sql_literal(now.isoformat())})"
             f"::DATE::VARCHAR) FROM {view} WHERE _parse_error IS NULL GROUP BY _path"
         ).fetchall()
-    except (duckdb.Error, pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
+    except _READ_ERRORS as e:
         raise LandingError(f"{_describe(paths)}: cannot be read: {e}") from e
     finally:
         drop_records(con, view)
