@@ -23,6 +23,16 @@ def connect(threads: int | None = None, memory_limit: str | None = None) -> duck
     return con
 
 
+def utc_date_sql(timestamp: str) -> str:
+    """The UTC date of a TIMESTAMPTZ expression, whatever the session's time zone (NULL stays NULL).
+
+    ``CAST(t AS DATE)`` converts through the ICU calendar of the session's time zone: about 85 ns a
+    row, near a second per 10M rows. A TIMESTAMPTZ holds UTC microseconds, so the naive timestamp of
+    those microseconds has the UTC date, at about a tenth of the cost.
+    """
+    return f"CAST(make_timestamp(epoch_us({timestamp})) AS DATE)"
+
+
 def enum_sql(values: Iterable[str]) -> str:
     """An ENUM type of these values (repeats dropped, order kept)."""
     return "ENUM(" + ", ".join(sql_literal(v) for v in dict.fromkeys(values)) + ")"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import duckdb
 
+from nbo_platform.duck import utc_date_sql
+
 
 def attribute_sql(notifications: str, transactions: str, stores: str, window_minutes: float, *, reason: str) -> str:
     """SQL of the credited (notification, transaction) pairs of one group (``reason`` sent or holdout).
@@ -35,7 +37,7 @@ def attribute_sql(notifications: str, transactions: str, stores: str, window_min
                n.store_id AS notified_store_id, t.store_id AS purchase_store_id, t.amount,
                n.event_time AS notified_at, t.event_time AS purchased_at,
                round(epoch(t.event_time - n.event_time) / 60.0, 3) AS minutes_to_purchase,
-               n.event_time::DATE AS date
+               {utc_date_sql("n.event_time")} AS date
         FROM t ASOF JOIN n
           ON n.customer_id = t.customer_id AND n.ally_id = t.ally_id AND t.event_time > n.event_time
         WHERE t.event_time <= n.event_time + {window}

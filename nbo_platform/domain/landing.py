@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from nbo_platform.domain.feeds import Column, Feed
-from nbo_platform.duck import sql_literal
+from nbo_platform.duck import sql_literal, utc_date_sql
 from nbo_platform.lake import Lake
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -568,7 +568,7 @@ def ingest_batch(
     ingested = f"TIMESTAMPTZ {sql_literal(ingested_at.isoformat())}"
     if et and not feed.column(et).required:
         con.execute(f"UPDATE validated SET {et} = {ingested} WHERE {et} IS NULL")
-    date_expr = f"{et}::DATE" if et else "NULL::DATE"
+    date_expr = utc_date_sql(et) if et else "NULL::DATE"
     key = ", ".join(feed.key)
     prior = _prior_keys_sql(con, lake, feed)
     # The first occurrence of a key wins. Repeats within the batch are rare: a hash aggregate finds the
@@ -815,10 +815,11 @@ def planned_dates(
 def _event_dates(con: duckdb.DuckDBPyConnection, paths: list[Path], feed: Feed, now: datetime) -> dict[str, set[str]]:
     c = feed.column(feed.event_time)
     view = read_records(con, paths if len(paths) > 1 else paths[0], feed, check=False, columns=(c.name,))
+    day = utc_date_sql(f"coalesce({_typed(c)}, TIMESTAMPTZ {sql_literal(now.isoformat())})")
     try:
         rows = con.execute(
-            f"SELECT _path, list(DISTINCT coalesce({_typed(c)}, TIMESTAMPTZ {sql_literal(now.isoformat())})"
-            f"::DATE::VARCHAR) FROM {view} WHERE _parse_error IS NULL GROUP BY _path"
+            f"SELECT _path, coalesce(list(DISTINCT day::VARCHAR) FILTER (day IS NOT NULL), []) "
+            f"FROM (SELECT _path, {day} AS day FROM {view} WHERE _parse_error IS NULL) GROUP BY _path"
         ).fetchall()
     except _READ_ERRORS as e:
         raise LandingError(f"{_describe(paths)}: cannot be read: {e}") from e

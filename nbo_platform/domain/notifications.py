@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from nbo_platform.domain.policy import Policy
+from nbo_platform.duck import utc_date_sql
 
 REASONS = ("unknown_customer", "no_consent", "no_campaign", "throttled", "holdout", "sent")
 # Push needs only the app, and every customer with location pings has it: the channel of last resort.
@@ -162,7 +163,7 @@ def decide_notifications(
                event_time,
                CASE WHEN reason = 'sent' THEN 'sent' ELSE 'suppressed' END AS status,
                reason, distance_m, customer_version, {decided_at} AS decided_at,
-               event_time::DATE AS date
+               {utc_date_sql("event_time")} AS date
         FROM decided
         """
     )

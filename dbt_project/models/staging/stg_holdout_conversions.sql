@@ -23,7 +23,7 @@ renamed as (
         notified_at,
         purchased_at,
         minutes_to_purchase,
-        cast(notified_at as date) as notification_date
+        {{ utc_date("notified_at") }} as notification_date
     from source
 )
 

@@ -21,9 +21,10 @@ renamed as (
         propensity_to_buy,
         income,
         fico,
+        {{ credit_segment("fico") }} as credit_segment,
         event_time,
         customer_version,
-        cast(event_time as date) as activity_date
+        {{ utc_date("event_time") }} as activity_date
     from source
 )
 

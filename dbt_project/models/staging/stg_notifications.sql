@@ -23,7 +23,7 @@ renamed as (
         status,
         reason,
         distance_m,
-        cast(event_time as date) as notification_date
+        {{ utc_date("event_time") }} as notification_date
     from source
 )
 
