@@ -1,11 +1,13 @@
 """The dbt project builds and passes its tests on the lake the pipeline writes."""
 
+import os
+import time
 from datetime import UTC, datetime
 
 import pytest
 from dbt.cli.main import dbtRunner
 
-from nbo_platform.defs.marts.assets import prepare_mart_dirs
+from nbo_platform.defs.marts.assets import PARTIAL_PARSE, dbt_target_path, prepare_mart_dirs
 from nbo_platform.recipe import write_recipe
 from nbo_platform.settings import REPO_ROOT
 
@@ -36,3 +38,31 @@ def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_pat
     assert len(statuses) > 50 and set(statuses.values()) <= {"success", "pass"}, statuses
     # Without geo data the geo marts are empty, not failing; the recipe's offers are all there.
     assert (settings.data_dir / "lake" / "marts" / "offer_mix" / "offer_mix.parquet").exists()
+
+
+def test_dbt_run_folders_carry_the_parse_state_and_are_pruned(tmp_path):
+    runs = tmp_path / "dbt_runs"
+    now = time.time()
+    for age in range(7):  # 7 earlier invocations, an hour apart; the newest left parse state
+        folder = runs / f"run-{age}"
+        folder.mkdir(parents=True)
+        if age in (1, 3):
+            (folder / PARTIAL_PARSE).write_text(f"state of run {age}")
+        os.utime(folder, (now - 3600 * (age + 1), now - 3600 * (age + 1)))
+    young = runs / "still-running"
+    young.mkdir()
+    os.utime(young, (now - 60, now - 60))
+
+    target = dbt_target_path(tmp_path, "0123456789abcdef")
+
+    assert target.parent == runs
+    assert "01234567" in target.name
+    # The newest earlier state (run 1: the still-running one has none yet) seeds the new folder.
+    assert (target / PARTIAL_PARSE).read_text() == "state of run 1"
+    # The newest folders stay (the new one, the running one and three more); older ones go.
+    left = sorted(p.name for p in runs.iterdir())
+    assert left == sorted([target.name, "still-running", "run-0", "run-1", "run-2"])
+    # A second invocation starts from the same state; a young folder is never removed.
+    second = dbt_target_path(tmp_path, "fedcba9876543210")
+    assert (second / PARTIAL_PARSE).read_text() == "state of run 1"
+    assert (runs / "still-running").exists() and target.exists()

@@ -47,8 +47,13 @@ class LandingZoneResource(dg.ConfigurableResource):
         return Path(self.data_dir) / "reference"
 
     @property
+    def state_dir(self) -> Path:
+        """Pipeline-private state (``Settings.state_dir``): locks, dbt's database and run folders."""
+        return Path(self.data_dir) / ".nbo"
+
+    @property
     def lock_dir(self) -> Path:
-        return Path(self.data_dir) / ".nbo" / "locks"
+        return self.state_dir / "locks"
 
 
 class DeliveryResource(dg.ConfigurableResource):

@@ -7,6 +7,9 @@ Each dbt model is an asset whose lineage reaches the Python assets through the s
 """
 
 import os
+import shutil
+import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -39,6 +42,35 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
         if not result.success:
             raise RuntimeError(f"dbt parse failed: {result.exception}")
     return manifest
+
+
+DBT_RUNS_KEPT = 5
+DBT_RUN_GRACE_SECONDS = 600
+PARTIAL_PARSE = "partial_parse.msgpack"
+
+
+def dbt_target_path(state_dir: Path, run_id: str) -> Path:
+    """A new target folder for one dbt invocation, under the data dir's private state.
+
+    Each invocation gets its own folder (its manifest, run results and log), so runs never mix
+    artifacts. The folder starts with the newest earlier invocation's partial-parse state: the same
+    data dir means the same profile, so dbt parses again only the files that changed (a full parse
+    costs seconds). Only the newest ``DBT_RUNS_KEPT`` folders are kept, and none younger than
+    ``DBT_RUN_GRACE_SECONDS``, which another run may still be using.
+    """
+    runs = state_dir / "dbt_runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    earlier = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    target = runs / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{run_id[:8]}-{uuid.uuid4().hex[:6]}"
+    target.mkdir()
+    state = next((p / PARTIAL_PARSE for p in earlier if (p / PARTIAL_PARSE).is_file()), None)
+    if state is not None:
+        shutil.copyfile(state, target / PARTIAL_PARSE)
+    cutoff = time.time() - DBT_RUN_GRACE_SECONDS
+    for old in earlier[DBT_RUNS_KEPT - 1 :]:
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def prepare_mart_dirs(lake_root: Path) -> None:
@@ -76,7 +108,8 @@ def nbo_dbt_models(
     os.environ["NBO_DATA_DIR"] = landing.data_dir
     os.environ["NBO_LAKE_URI"] = str(the_lake.root)
     prepare_mart_dirs(the_lake.root)
-    for event in dbt.cli(["build"], context=context).stream():
+    target = dbt_target_path(landing.state_dir, context.run_id)
+    for event in dbt.cli(["build"], context=context, target_path=target).stream():
         name = getattr(event, "output_name", None)
         if isinstance(event, dg.Output) and name in MARTS:
             event = event.with_metadata({**event.metadata, **mart_metadata(the_lake, name)})
