@@ -77,6 +77,43 @@ def cooldown_notified(customer: np.ndarray, t_us: np.ndarray, cooldown_us: int) 
     return notified
 
 
+def customer_versions_sql(customers: str) -> str:
+    """What a decision needs of each customer version: its interval, consent and channel.
+
+    Computed once per version (not once per entry): an entry joins the version whose interval
+    [valid_from, next version's valid_from) holds its time, an equi-join on customer_id.
+    """
+    return f"""
+        SELECT customer_id, version, valid_from,
+               lead(valid_from) OVER (PARTITION BY customer_id ORDER BY valid_from) AS valid_to,
+               coalesce(location_opt_in, false) AND coalesce(marketing_opt_in, false) AS consent,
+               {channel_sql("preferred_channel", "email", "phone")} AS channel
+        FROM ({customers})
+    """
+
+
+def campaign_periods_sql(campaigns: str) -> str:
+    """Each ally's timeline cut where any of its campaigns starts or ends, with the campaign that
+    wins in each period (highest priority, then lowest campaign_id); periods with none are left out.
+
+    The set of active campaigns is constant between two consecutive boundaries, so an entry joins
+    at most one period: no per-entry ranking of the campaigns active at its time.
+    """
+    return f"""
+        WITH k AS (SELECT * FROM ({campaigns})),
+        bounds AS (SELECT ally_id, starts_at AS t FROM k UNION SELECT ally_id, ends_at FROM k),
+        periods AS (
+            SELECT ally_id, t AS period_start, lead(t) OVER (PARTITION BY ally_id ORDER BY t) AS period_end
+            FROM bounds
+        )
+        SELECT p.ally_id, p.period_start, p.period_end, k.campaign_id, k.priority, k.holdout_pct
+        FROM periods p
+        JOIN k ON k.ally_id = p.ally_id AND k.starts_at <= p.period_start AND p.period_start < k.ends_at
+        WHERE p.period_end IS NOT NULL
+        QUALIFY row_number() OVER (PARTITION BY p.ally_id, p.period_start ORDER BY k.priority DESC, k.campaign_id) = 1
+    """
+
+
 def decide_notifications(
     con: duckdb.DuckDBPyConnection,
     entries: str,
@@ -104,19 +141,16 @@ def decide_notifications(
         ),
         with_customer AS (
             SELECT e.*, c.customer_id IS NOT NULL AS known, c.version AS customer_version,
-                   coalesce(c.location_opt_in, false) AND coalesce(c.marketing_opt_in, false) AS consent,
-                   {channel_sql("c.preferred_channel", "c.email", "c.phone")} AS channel
-            FROM e ASOF LEFT JOIN ({customers}) c
+                   coalesce(c.consent, false) AS consent, c.channel
+            FROM e LEFT JOIN ({customer_versions_sql(customers)}) c
               ON c.customer_id = e.customer_id AND e.event_time >= c.valid_from
+             AND e.event_time < coalesce(c.valid_to, 'infinity'::TIMESTAMPTZ)
         ),
         with_campaign AS (
             SELECT w.*, k.campaign_id, k.priority, k.holdout_pct
             FROM with_customer w
-            LEFT JOIN ({campaigns}) k
-              ON k.ally_id = w.ally_id AND k.starts_at <= w.event_time AND w.event_time < k.ends_at
-            QUALIFY row_number() OVER (
-                PARTITION BY w.customer_id, w.store_id, w.event_time ORDER BY k.priority DESC, k.campaign_id
-            ) = 1
+            LEFT JOIN ({campaign_periods_sql(campaigns)}) k
+              ON k.ally_id = w.ally_id AND k.period_start <= w.event_time AND w.event_time < k.period_end
         )
         SELECT *,
                CASE WHEN NOT known THEN 'unknown_customer'

@@ -182,6 +182,34 @@ def test_campaign_window_edges(con):
     assert [r[3] for r in rows] == ["no_campaign", "sent", "sent", "no_campaign"]
 
 
+def test_overlapping_campaigns_of_one_ally_the_highest_priority_active_one_wins(con):
+    at = lambda m: T0 + timedelta(minutes=m)  # noqa: E731
+    minutes = [-5, 0, 10, 15, 19.999, 20, 29.999, 30, 45, 60]
+    rows = decide(
+        con,
+        [(i + 1, 100, 10, m, 5) for i, m in enumerate(minutes)],
+        [customer(i + 1) for i in range(len(minutes))],
+        [
+            campaign(7, 10, priority=1, start=at(0), end=at(60)),
+            campaign(9, 10, priority=5, start=at(15), end=at(30)),
+            campaign(8, 10, priority=5, start=at(10), end=at(20)),  # ties with 9: the lower id wins
+            campaign(6, 20, priority=9, start=at(0), end=at(60)),  # another ally's
+        ],
+    )
+    assert [(round(r[6], 3), r[2]) for r in rows] == [
+        (-5, None),
+        (0, 7),
+        (10, 8),
+        (15, 8),
+        (19.999, 8),
+        (20, 9),
+        (29.999, 9),
+        (30, 7),
+        (45, 7),
+        (60, None),
+    ]
+
+
 scenario = st.lists(
     st.tuples(
         st.integers(1, 3),  # customer
