@@ -10,3 +10,12 @@ from nbo_platform.settings import load_settings
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=load_settings().partitions_start, end_offset=1, timezone="UTC"
 )
+
+
+def checked_dates(context: dg.AssetCheckExecutionContext, every_date: list[str]) -> list[str]:
+    """The dates a partition-level check looks at: the partitions of the run it executes in (so its
+    cost does not grow with history), or every date when the check is run on its own."""
+    run = context.op_execution_context
+    if run.has_partition_key or run.has_partition_key_range:
+        return sorted(context.partition_keys)
+    return sorted(every_date)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +13,7 @@ from nbo_platform.campaign_report import report_path
 from nbo_platform.cli import main as cli_main
 from nbo_platform.definitions import build_defs
 from nbo_platform.generate import PRESETS, generate
+from nbo_platform.lake import Lake
 from nbo_platform.runner import run_pipeline as run
 from nbo_platform.settings import load_settings
 from nbo_platform.warehouse import connect_read_only
@@ -186,3 +188,35 @@ def test_the_campaign_report_is_one_self_contained_file(demo, tmp_path):
     assert f"for {day}" in one_day
     for (campaign_id,) in query(f"SELECT DISTINCT campaign_id FROM campaign_effectiveness WHERE date = '{day}'"):
         assert f"#{campaign_id}" in one_day
+
+
+def test_the_decision_check_looks_at_the_partitions_of_its_run(demo, tmp_path):
+    settings = demo[0]
+    data = tmp_path / "data"
+    shutil.copytree(settings.data_dir, data, ignore=shutil.ignore_patterns(".nbo"))
+    copy = load_settings({"NBO_DATA_DIR": str(data)})
+    lake = Lake(copy.lake_uri)
+    dates = lake.dates("notifications")
+    assert len(dates) >= 2
+    broken, intact = dates[0], dates[-1]
+    decisions = lake.partition_files("notifications", broken)[0]
+    shutil.copy(decisions, decisions.with_name("repeated-" + decisions.name))  # every decision of the date twice
+    defs = build_defs(copy)
+
+    def check(date: str) -> dg.AssetCheckEvaluation:
+        # The date's notifications again, as a sensor's run would: nothing is left to decide.
+        result = dg.materialize(
+            list(defs.assets) + list(defs.asset_checks),
+            selection=dg.AssetSelection.assets("notifications"),
+            partition_key=date,
+            resources=defs.resources,
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+        (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "one_decision_per_entry"]
+        return evaluation
+
+    failed = check(broken)
+    assert not failed.passed and f"{broken}: 0 entries without a decision" in failed.metadata["details"].value
+    passed = check(intact)
+    assert passed.passed and passed.metadata["dates_checked"].value == 1

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from nbo_platform.defs.notifications.assets import files_sql
+from nbo_platform.defs.partitions import checked_dates
 from nbo_platform.defs.resources import LakeResource
 from nbo_platform.domain.notifications import notification_id_sql
 from nbo_platform.duck import connect
@@ -12,15 +13,16 @@ from nbo_platform.duck import connect
     asset="notifications",
     name="one_decision_per_entry",
     additional_deps=["geofence_hits"],
-    description="Every geofence entry has exactly one decision, and no notification_id repeats.",
+    description="Every geofence entry has exactly one decision, and no notification_id repeats: for the "
+    "partitions of the run, or for every date with decisions when the check runs on its own.",
     blocking=True,
 )
-def one_decision_per_entry(lake: LakeResource) -> dg.AssetCheckResult:
+def one_decision_per_entry(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     the_lake, con = lake.lake(), connect()
     problems = []
-    dates = the_lake.dates("notifications")
+    dates = checked_dates(context, the_lake.dates("notifications"))
     for d in dates:
-        decided = files_sql(the_lake, "notifications", [d])
+        decided = files_sql(the_lake, "notifications", [d]) or "(SELECT NULL::VARCHAR AS notification_id WHERE false)"
         hits = files_sql(the_lake, "geofence_hits", [d])
         entries = (
             f"SELECT {notification_id_sql('customer_id', 'store_id', 'hit_at')} AS notification_id "

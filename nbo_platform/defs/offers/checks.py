@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from nbo_platform.defs.partitions import checked_dates
 from nbo_platform.defs.resources import LakeResource
 from nbo_platform.duck import connect
 
@@ -11,15 +12,18 @@ from nbo_platform.duck import connect
     name="every_activity_accounted_for",
     additional_deps=["customer_activity", "next_best_offer_unassigned"],
     description="Each accepted activity has exactly one row in `next_best_offer` or in "
-    "`next_best_offer_unassigned` for every date that has offers computed.",
+    "`next_best_offer_unassigned`: for the partitions of the run, or for every date that has offers "
+    "computed when the check runs on its own.",
     blocking=True,
 )
-def every_activity_accounted_for(lake: LakeResource) -> dg.AssetCheckResult:
+def every_activity_accounted_for(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     the_lake = lake.lake()
     con = connect()
-    dates = the_lake.dates("next_best_offer") + the_lake.dates("next_best_offer_unassigned")
+    dates = checked_dates(
+        context, list({*the_lake.dates("next_best_offer"), *the_lake.dates("next_best_offer_unassigned")})
+    )
     problems = []
-    for d in sorted(set(dates)):
+    for d in dates:
 
         def ids(table: str, d: str = d) -> str:
             files = [str(f) for f in the_lake.partition_files(table, d)]
@@ -41,5 +45,5 @@ def every_activity_accounted_for(lake: LakeResource) -> dg.AssetCheckResult:
         if missing or extra or dupes:
             problems.append(f"{d}: {missing} activities without a row, {extra} rows without activity, {dupes} repeated")
     return dg.AssetCheckResult(
-        passed=not problems, metadata={"dates_checked": len(set(dates)), "details": "\n".join(problems) or "none"}
+        passed=not problems, metadata={"dates_checked": len(dates), "details": "\n".join(problems) or "none"}
     )
