@@ -88,14 +88,16 @@ def run_pipeline(
             report.step_seconds[event.step_key] = report.step_seconds.get(event.step_key, 0.0) + ms / 1000
         echo(f"  {partition or label:<10}  {', '.join(keys)}  ({seconds:.1f} s)")
 
+    plan = plan_landing_runs(lake, landing)
     reference = ["offers", "nbo_rules"]
     has_customers = find_reference_file(landing.reference_dir, "customers") or lake.has_files("customer_updates")
-    if has_customers:
+    # The first date's run rebuilds customers anyway when it ingests customer changes, before any
+    # asset that reads them: building the history here too would only be thrown away.
+    if has_customers and not (plan and "customers" in plan[0].assets):
         reference.append("customers")
     reference += ["policy", "allies", "stores", "campaigns"]
     echo("nbo run: reference data")
     materialize(reference, None)
-    plan = plan_landing_runs(lake, landing)
     echo(f"nbo run: {len(plan)} event date(s) with pending files")
     for run in plan:
         materialize(sorted(run.assets), run.date)
