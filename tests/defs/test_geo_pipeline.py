@@ -12,6 +12,7 @@ import pytest
 from nbo_platform.campaign_report import report_path
 from nbo_platform.cli import main as cli_main
 from nbo_platform.definitions import build_defs
+from nbo_platform.duck import connect
 from nbo_platform.generate import PRESETS, generate
 from nbo_platform.lake import Lake
 from nbo_platform.runner import run_pipeline as run
@@ -202,21 +203,33 @@ def test_the_decision_check_looks_at_the_partitions_of_its_run(demo, tmp_path):
     decisions = lake.partition_files("notifications", broken)[0]
     shutil.copy(decisions, decisions.with_name("repeated-" + decisions.name))  # every decision of the date twice
     defs = build_defs(copy)
+    check_key = dg.AssetCheckKey(dg.AssetKey("notifications"), "one_decision_per_entry")
 
-    def check(date: str) -> dg.AssetCheckEvaluation:
-        # The date's notifications again, as a sensor's run would: nothing is left to decide.
+    def check(date: str | None) -> dg.AssetCheckEvaluation:
+        # With a date: the date's notifications again, as a sensor's run would (nothing is left to
+        # decide). Without: the check on its own, as from the web UI.
         result = dg.materialize(
             list(defs.assets) + list(defs.asset_checks),
-            selection=dg.AssetSelection.assets("notifications"),
+            selection=dg.AssetSelection.assets("notifications") if date else dg.AssetSelection.checks(check_key),
             partition_key=date,
             resources=defs.resources,
             instance=dg.DagsterInstance.ephemeral(),
             raise_on_error=False,
         )
-        (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "one_decision_per_entry"]
+        (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == check_key.name]
         return evaluation
 
     failed = check(broken)
     assert not failed.passed and f"{broken}: 0 entries without a decision" in failed.metadata["details"].value
     passed = check(intact)
     assert passed.passed and passed.metadata["dates_checked"].value == 1
+
+    # One decision of the intact date lost: the check on its own looks at every date.
+    (kept,) = lake.partition_files("notifications", intact)
+    con = connect()
+    con.execute(f"COPY (SELECT * FROM read_parquet('{kept}') OFFSET 1) TO '{kept}.tmp' (FORMAT parquet)")
+    Path(f"{kept}.tmp").replace(kept)
+    everything = check(None)
+    details = everything.metadata["details"].value
+    assert not everything.passed and everything.metadata["dates_checked"].value == len(dates)
+    assert f"{intact}: 1 entries without a decision, 0 repeated decisions" in details and f"{broken}: 0" in details

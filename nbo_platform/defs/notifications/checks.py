@@ -5,7 +5,6 @@ import dagster as dg
 from nbo_platform.defs.notifications.assets import files_sql
 from nbo_platform.defs.partitions import checked_dates
 from nbo_platform.defs.resources import LakeResource
-from nbo_platform.domain.notifications import notification_id_sql
 from nbo_platform.duck import connect
 
 
@@ -21,18 +20,23 @@ def one_decision_per_entry(context: dg.AssetCheckExecutionContext, lake: LakeRes
     the_lake, con = lake.lake(), connect()
     problems = []
     dates = checked_dates(context, the_lake.dates("notifications"))
+    none = "NULL::BIGINT AS customer_id, NULL::BIGINT AS store_id, NULL::TIMESTAMPTZ AS event_time"
     for d in dates:
-        decided = files_sql(the_lake, "notifications", [d]) or "(SELECT NULL::VARCHAR AS notification_id WHERE false)"
+        decided = (
+            files_sql(the_lake, "notifications", [d])
+            or f"(SELECT NULL::VARCHAR AS notification_id, {none} WHERE false)"
+        )
         hits = files_sql(the_lake, "geofence_hits", [d])
+        # An entry is decided when a decision is about the same customer, store and instant (what its
+        # notification_id is a digest of): compared as they are, without hashing every entry again.
         entries = (
-            f"SELECT {notification_id_sql('customer_id', 'store_id', 'hit_at')} AS notification_id "
-            f"FROM {hits} WHERE is_entry"
+            f"SELECT customer_id, store_id, hit_at AS event_time FROM {hits} WHERE is_entry"
             if hits
-            else "SELECT NULL::VARCHAR AS notification_id WHERE false"
+            else f"SELECT {none} WHERE false"
         )
         undecided, repeated = con.execute(
             f"""
-            SELECT (SELECT count(*) FROM ({entries}) e ANTI JOIN {decided} n USING (notification_id)),
+            SELECT (SELECT count(*) FROM ({entries}) e ANTI JOIN {decided} n USING (customer_id, store_id, event_time)),
                    (SELECT count(*) - count(DISTINCT notification_id) FROM {decided})
             """
         ).fetchone()
