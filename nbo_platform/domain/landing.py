@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,7 +78,7 @@ def read_records(
     rows, see ``raw_parquet_records``), ``_parse_error`` (why the record could not be parsed, else
     NULL) and one VARCHAR column per feed column, or per one of ``columns`` (NULL where absent). With
     ``check`` the files are read once here so that one that cannot be read raises ``LandingError``;
-    without it the first query over the view does. CSV is read one file at a time.
+    without it the first query over the view does.
     """
     paths = path if isinstance(path, list) else [path]
     fmt = file_format(paths[0])
@@ -109,12 +110,10 @@ def read_records(
                 """
             )
         elif fmt == "csv":
-            if len(paths) > 1:
-                raise ValueError("read_records: one CSV file at a time")
-            con.register(view + "_arrow", _read_csv_records(paths[0], cols))
+            con.register(view + "_arrow", csv_records(paths, cols))
             con.execute(
-                f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {sql_literal(str(paths[0]))} AS _path, _line, _raw, "
-                f"_parse_error, {', '.join(cols)} FROM {view}_arrow"
+                f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT _path, _line, _raw, _parse_error, {', '.join(cols)} "
+                f"FROM {view}_arrow"
             )
         elif fmt == "parquet":
             present = {
@@ -189,6 +188,19 @@ def raw_parquet_records(path: Path, lines_sql: str) -> str:
         f"SELECT file_row_number + 1 AS _line, {_PARQUET_RAW} AS _raw "
         f"FROM read_parquet({sql_literal(str(path))}, file_row_number = true, filename = true) "
         f"WHERE file_row_number + 1 IN ({lines_sql})"
+    )
+
+
+def csv_records(paths: list[Path], cols: tuple[str, ...]) -> pa.Table:
+    """The records of CSV files with ``_path``: each file is parsed on its own (its record numbers
+    are its own), the files in parallel (pyarrow releases the GIL), then put together in order."""
+    with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
+        tables = list(pool.map(lambda path: _read_csv_records(path, cols), paths))
+    return pa.concat_tables(
+        t.append_column(
+            "_path", pa.DictionaryArray.from_arrays(pa.array(np.zeros(t.num_rows, np.int32)), pa.array([str(path)]))
+        )
+        for path, t in zip(paths, tables, strict=True)
     )
 
 
@@ -459,14 +471,14 @@ def pii_hash_sql(column: str, salt: str) -> str:
 
 
 def _read_in_groups(paths: list[Path], read: Callable[[list[Path]], None]) -> dict[Path, LandingError]:
-    """Call ``read`` on the files a query can read together (JSONL files together, Parquet files together,
-    any other file alone: DuckDB reads a group in parallel); a group that fails is read again file by
-    file, so that one unreadable file does not hold back the others. Returns why each such file failed.
+    """Call ``read`` on the files a query can read together (the files of each format together, read in
+    parallel; a file of an unknown type alone); a group that fails is read again file by file, so that
+    one unreadable file does not hold back the others. Returns why each such file failed.
     """
     groups: dict[str, list[Path]] = {}
     for i, path in enumerate(paths):
-        fmt = file_format(path) or "?"
-        groups.setdefault(fmt if fmt in ("jsonl", "parquet") else f"{fmt}:{i}", []).append(path)
+        fmt = file_format(path)
+        groups.setdefault(fmt or f"?:{i}", []).append(path)
     errors: dict[Path, LandingError] = {}
     for group in groups.values():
         if len(group) > 1:

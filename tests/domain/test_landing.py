@@ -277,6 +277,10 @@ def _drop_mixed_files(d: Path) -> None:
     (d / "4.parquet").write_bytes(b"PAR1 not really parquet")
     write_jsonl(d / "5.jsonl", [activity(5), activity(6)])
     pq.write_table(pa.table({"customer_id": [1], "activity_id": [7], "propensity_to_buy": [0.5]}), d / "6.parquet")
+    (d / "7.csv").write_text(
+        "activity_id,customer_id,activity_type,propensity_to_buy,event_time\n8,1,web_open,0.1,2025-03-01T10:00:00Z\n9,1\n"
+    )
+    (d / "8.csv").write_bytes(b"customer_id,activity_id\n1,\xff\xfe\n")  # not UTF-8
 
 
 def _outcome(settings, lake, con, batch_bytes: int):
@@ -305,9 +309,32 @@ def test_one_batch_or_one_file_at_a_time_gives_the_same_result(tmp_path):
         ("4.parquet", "unreadable", 0, 0, 0, 0, ()),
         ("5.jsonl", "ingested", 2, 1, 1, 0, ("2025-03-01",)),
         ("6.parquet", "ingested", 1, 0, 0, 1, ()),
+        ("7.csv", "ingested", 2, 1, 0, 1, ("2025-03-01",)),
+        ("8.csv", "unreadable", 0, 0, 0, 0, ()),
     ]
-    assert [r[1] for r in rows] == [1, 2, 3, 5, 6]
-    assert [(f, line) for f, line, _ in quarantined] == [("1.jsonl", 3), ("3.csv", 3), ("6.parquet", 1)]
+    assert [r[1] for r in rows] == [1, 2, 3, 5, 6, 8]
+    assert [(f, line) for f, line, _ in quarantined] == [
+        ("1.jsonl", 3),
+        ("3.csv", 3),
+        ("6.parquet", 1),
+        ("7.csv", 3),
+    ]
+
+
+def test_csv_files_read_together_keep_their_own_record_numbers(tmp_path):
+    from nbo_platform.domain.landing import csv_records
+
+    header = "customer_id,activity_id\n"
+    (tmp_path / "a.csv").write_text(header + "1,10\n1\n1,12\n")
+    (tmp_path / "b.csv").write_text(header + "2,20\n2,21,x\n")
+    rows = csv_records([tmp_path / "a.csv", tmp_path / "b.csv"], ("customer_id", "activity_id")).to_pylist()
+    assert [(Path(r["_path"]).name, r["_line"], r["activity_id"], r["_parse_error"]) for r in rows] == [
+        ("a.csv", 2, "10", None),
+        ("a.csv", 3, None, "expected 2 fields, found 1"),
+        ("a.csv", 4, "12", None),
+        ("b.csv", 2, "20", None),
+        ("b.csv", 3, None, "expected 2 fields, found 3"),
+    ]
 
 
 def test_an_interrupted_batch_leaves_nothing_behind(settings, lake, con, monkeypatch):
