@@ -23,7 +23,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +69,7 @@ def read_records(
     check: bool = True,
     lazy_raw: bool = False,
     columns: tuple[str, ...] | None = None,
+    stored: Mapping[str, str] | None = None,
 ) -> str:
     """Load the records of a file (or of several files of one format) into a temp view; return its name.
 
@@ -76,7 +77,8 @@ def read_records(
     number, the header being line 1), ``_raw`` (the record as read, a JSONL line with its line break,
     which ``validate_sql`` removes; NULL for CSV rows that parsed, and with ``lazy_raw`` for Parquet
     rows, see ``raw_parquet_records``), ``_parse_error`` (why the record could not be parsed, else
-    NULL) and one VARCHAR column per feed column, or per one of ``columns`` (NULL where absent). With
+    NULL) and one VARCHAR column per feed column, or per one of ``columns`` (NULL where absent); a
+    Parquet column named in ``stored`` (see ``stored_types``) keeps that SQL type instead. With
     ``check`` the files are read once here so that one that cannot be read raises ``LandingError``;
     without it the first query over the view does.
     """
@@ -120,7 +122,10 @@ def read_records(
                 r[0]
                 for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({listed}, union_by_name = true)").fetchall()
             }
-            select = ", ".join(f"p.{c}::VARCHAR AS {c}" if c in present else f"NULL::VARCHAR AS {c}" for c in cols)
+            kinds = {c: (stored or {}).get(c, "VARCHAR") for c in cols}
+            select = ", ".join(
+                f"p.{c}::{kinds[c]} AS {c}" if c in present else f"NULL::{kinds[c]} AS {c}" for c in cols
+            )
             raw = "NULL::VARCHAR" if lazy_raw else _PARQUET_RAW
             con.execute(
                 f"""
@@ -253,13 +258,18 @@ def _trimmed(v: str) -> str:
     return f"CASE WHEN starts_with({v}, ' ') OR ends_with({v}, ' ') THEN trim({v}) ELSE {v} END"
 
 
-def _missing(v: str) -> str:
-    """NULL, empty or only spaces (a value of spaces only starts with one)."""
+def _missing(v: str, stored: bool = False) -> str:
+    """NULL, empty or only spaces (a value of spaces only starts with one); a stored value: NULL."""
+    if stored:
+        return f"({v} IS NULL)"
     return f"({v} IS NULL OR {v} = '' OR (starts_with({v}, ' ') AND trim({v}) = ''))"
 
 
-def _typed(c: Column) -> str:
+def _typed(c: Column, stored: bool = False) -> str:
     v = c.name
+    if stored:
+        # Already of the column's type: only a float's NaN and infinities are not numbers.
+        return f"CASE WHEN isfinite({v}) THEN {v} END" if c.type == "float" else v
     if c.type == "int":
         # TRY_CAST rounds '1.5' to 2 (and reads '1e3', '0x10', '1_000'): only whole numbers are integers.
         return f"CASE WHEN regexp_matches({v}, '{_INT_PATTERN}') THEN TRY_CAST({v} AS BIGINT) END"
@@ -273,6 +283,29 @@ def _typed(c: Column) -> str:
 
 
 _TYPE_WORD = {"int": "an integer", "float": "a number", "timestamp": "a timestamp", "bool": "a boolean"}
+_SQL_TYPE = {"int": "BIGINT", "float": "DOUBLE", "timestamp": "TIMESTAMP WITH TIME ZONE", "bool": "BOOLEAN"}
+
+
+def stored_types(con: duckdb.DuckDBPyConnection, feed: Feed, paths: list[Path]) -> dict[str, str]:
+    """The feed's non-text columns that Parquet files all store with the column's own type.
+
+    Such a column is read as it is stored, instead of being turned into text and parsed back for
+    validation (for 10M pings, seconds of work). Any other file type, a column stored with another
+    type in some file, or files that cannot be described: none.
+    """
+    if not paths or any(file_format(p) != "parquet" for p in paths):
+        return {}
+    listed = "[" + ", ".join(sql_literal(str(p)) for p in paths) + "]"
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({listed}, union_by_name = true)").fetchall()
+    except _READ_ERRORS:
+        return {}
+    kinds = {name: kind for name, kind, *_ in described}
+    return {
+        c.name: _SQL_TYPE[c.type]
+        for c in feed.columns
+        if c.type in _SQL_TYPE and kinds.get(c.name) == _SQL_TYPE[c.type]
+    }
 
 
 def validate_sql(
@@ -282,22 +315,25 @@ def validate_sql(
     ingested_at: datetime,
     partitions_start: str | None = None,
     carry: tuple[str, ...] = (),
+    stored: Mapping[str, str] | None = None,
 ) -> str:
     """SQL typing a records view: one row per record with typed columns and ``_reason``.
 
-    ``carry`` names columns of the view passed through unchanged (the batch's ``_file_no``).
+    ``carry`` names columns of the view passed through unchanged (the batch's ``_file_no``); ``stored``
+    the columns the view already holds with their feed type (``stored_types``).
     """
-    typed = ", ".join(f"{_typed(c)} AS t_{c.name}" for c in feed.columns)
+    stored = stored or {}
+    typed = ", ".join(f"{_typed(c, c.name in stored)} AS t_{c.name}" for c in feed.columns)
     checks: list[tuple[str, str]] = []  # (the row fails when true, its reason)
     for c in feed.columns:
-        missing = _missing(c.name)
+        missing = _missing(c.name, c.name in stored)
         if c.required:
             checks.append((missing, f"'{c.name}: missing'"))
         if c.type != "string":
             checks.append(
                 (
                     f"NOT {missing} AND t_{c.name} IS NULL",
-                    f"'{c.name}: not {_TYPE_WORD[c.type]}: ' || left({c.name}, 80)",
+                    f"'{c.name}: not {_TYPE_WORD[c.type]}: ' || left({c.name}::VARCHAR, 80)",
                 )
             )
         if c.check:
@@ -495,19 +531,23 @@ def _read_in_groups(paths: list[Path], read: Callable[[list[Path]], None]) -> di
     return errors
 
 
-def _append_records(con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path]) -> dict[int, str]:
+def _append_records(
+    con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path], stored: Mapping[str, str]
+) -> dict[int, str]:
     """Add files' records to ``batch_records``; returns why each file that could not be read failed."""
     number = {path: no for no, path in files.items()}
     errors = _read_in_groups(
-        list(files.values()), lambda group: _insert_records(con, feed, {number[p]: p for p in group})
+        list(files.values()), lambda group: _insert_records(con, feed, {number[p]: p for p in group}, stored)
     )
     return {number[path]: str(e) for path, e in errors.items()}
 
 
-def _insert_records(con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path]) -> None:
+def _insert_records(
+    con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path], stored: Mapping[str, str]
+) -> None:
     """One INSERT of the files' records (all or nothing), or ``LandingError``."""
     paths = list(files.values())
-    view = read_records(con, paths if len(paths) > 1 else paths[0], feed, check=False, lazy_raw=True)
+    view = read_records(con, paths if len(paths) > 1 else paths[0], feed, check=False, lazy_raw=True, stored=stored)
     # The file's number from its path; a path not matched is NULL and fails the NOT NULL column.
     con.register("batch_paths", pa.table({"_path": [str(p) for p in paths], "_file_no": list(files)}))
     try:
@@ -543,19 +583,26 @@ def ingest_batch(
     """
     bid = batch_id(files)
     cols = feed.column_names
+    stored = stored_types(con, feed, [f.path for f in files])
+    columns = ", ".join(f"{c} {stored.get(c, 'VARCHAR')}" for c in cols)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE batch_records (_file_no INTEGER NOT NULL, _line BIGINT, _raw VARCHAR, "
-        f"_parse_error VARCHAR, {', '.join(f'{c} VARCHAR' for c in cols)})"
+        f"_parse_error VARCHAR, {columns})"
     )
     shas = [sha256_of(f.path) for f in files]
-    errors = _append_records(con, feed, {i: f.path for i, f in enumerate(files)})
+    errors = _append_records(con, feed, {i: f.path for i, f in enumerate(files)}, stored)
     names = pa.table({"_file_no": list(range(len(files))), "source_file": [f.relpath for f in files]})
     con.register("batch_files", names)
 
     con.execute(
         "CREATE OR REPLACE TEMP TABLE validated AS "
         + validate_sql(
-            feed, "batch_records", ingested_at=ingested_at, partitions_start=partitions_start, carry=("_file_no",)
+            feed,
+            "batch_records",
+            ingested_at=ingested_at,
+            partitions_start=partitions_start,
+            carry=("_file_no",),
+            stored=stored,
         )
     )
     con.execute("DROP TABLE batch_records")

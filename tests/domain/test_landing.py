@@ -14,6 +14,7 @@ from nbo_platform.domain.landing import (
     planned_dates,
     read_manifest,
     scan_landing,
+    stored_types,
 )
 
 NOW = datetime(2025, 3, 2, 12, tzinfo=UTC)
@@ -363,3 +364,69 @@ def test_an_interrupted_batch_leaves_nothing_behind(settings, lake, con, monkeyp
     assert [r[1] for r in lake_rows(con, lake)] == [1, 2, 3]
     assert [(f, line) for f, line, _ in quarantine(con, lake)] == [("1.jsonl", 2), ("2.jsonl", 2)]
     assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
+
+
+def test_parquet_columns_stored_with_their_type_validate_as_text_does(tmp_path):
+    """Pings in Parquet with native types (read as stored) and the same pings in JSONL (parsed from
+    text) give the same accepted rows and the same reasons."""
+    from nbo_platform.duck import connect
+    from nbo_platform.lake import Lake
+    from nbo_platform.settings import load_settings
+
+    t = datetime(2025, 3, 1, 10, tzinfo=UTC)
+    pings = [
+        (1, t, 4.6, -74.0, 5.0),  # good
+        (2, t, float("nan"), -74.0, None),  # not a number
+        (None, t, 4.6, -74.0, 5.0),  # missing customer
+        (3, t, 123.5, -74.0, 5.0),  # latitude out of range
+        (4, t, 4.6, float("inf"), -1.0),  # not a number, negative accuracy
+        (5, None, 4.6, -74.0, 5.0),  # missing event time
+        (6, datetime(2023, 1, 1, tzinfo=UTC), 4.6, -74.0, 5.0),  # before the first partition
+    ]
+    columns = ["customer_id", "event_time", "lat", "lon", "accuracy_m"]
+    table = pa.table(
+        {
+            "customer_id": pa.array([p[0] for p in pings], pa.int64()),
+            "event_time": pa.array([p[1] for p in pings], pa.timestamp("us", tz="UTC")),
+            "lat": pa.array([p[2] for p in pings], pa.float64()),
+            "lon": pa.array([p[3] for p in pings], pa.float64()),
+            "accuracy_m": pa.array([p[4] for p in pings], pa.float64()),
+        }
+    )
+
+    def as_text(value):
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return value if value is None or value == value and abs(value) != float("inf") else str(value)
+
+    seen = []
+    for fmt in ("parquet", "jsonl"):
+        settings = load_settings({"NBO_DATA_DIR": str(tmp_path / fmt)})
+        lake, con = Lake(settings.lake_uri), connect()
+        d = settings.landing_dir / "location_pings"
+        d.mkdir(parents=True)
+        if fmt == "parquet":
+            pq.write_table(table, d / "p.parquet")
+            assert stored_types(con, LOCATION_PINGS, [d / "p.parquet"]) == {
+                "customer_id": "BIGINT",
+                "event_time": "TIMESTAMP WITH TIME ZONE",
+                "lat": "DOUBLE",
+                "lon": "DOUBLE",
+                "accuracy_m": "DOUBLE",
+            }
+        else:
+            write_jsonl(d / "p.jsonl", [dict(zip(columns, map(as_text, p), strict=True)) for p in pings])
+        (result,), _ = ingest(settings, lake, con, feed=LOCATION_PINGS)
+        assert (result.rows_read, result.rows_new, result.rows_quarantined) == (7, 1, 6)
+        accepted = con.execute(f"SELECT customer_id, lat, lon FROM {lake.scan_sql('location_pings')}").fetchall()
+        reasons = [r for _, _, r in quarantine(con, lake)]
+        seen.append((accepted, reasons))
+    assert seen[0] == seen[1]
+    assert seen[0][1] == [
+        "lat: not a number: nan",
+        "customer_id: missing",
+        "lat: latitude outside [-90, 90]: 123.5",
+        "lon: not a number: inf; accuracy_m: negative accuracy: -1.0",
+        "event_time: missing",
+        "event_time: before the first partition (2024-01-01)",
+    ]
