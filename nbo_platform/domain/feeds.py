@@ -10,6 +10,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 ColumnType = Literal["string", "int", "float", "timestamp", "bool"]
+# The DuckDB type of each column type (as DuckDB names it in DESCRIBE).
+SQL_TYPES: dict[str, str] = {
+    "string": "VARCHAR",
+    "int": "BIGINT",
+    "float": "DOUBLE",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",
+    "bool": "BOOLEAN",
+}
 
 CHANNELS = ("sms", "push", "email", "voice")
 
@@ -22,6 +30,10 @@ class Column:
     # SQL predicate over the typed value (``{c}`` is the column) and the reason given when it fails.
     check: str | None = None
     check_reason: str | None = None
+
+    @property
+    def sql_type(self) -> str:
+        return SQL_TYPES[self.type]
 
 
 @dataclass(frozen=True)

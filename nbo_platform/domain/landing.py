@@ -148,6 +148,11 @@ def read_records(
 _LINE_BREAK = "chr(13) || chr(10)"
 
 
+def _path_column(path: Path, rows: int) -> pa.DictionaryArray:
+    """``_path`` for a file's rows: its path once, as a dictionary."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int32)), pa.array([str(path)]))
+
+
 def jsonl_lines(paths: list[Path]) -> pa.Table:
     """Every line of text files: ``_path``, ``_line`` (1-based) and ``_raw`` (the line with its line break).
 
@@ -167,7 +172,7 @@ def jsonl_lines(paths: list[Path]) -> pa.Table:
         raw.validate(full=True)
         raw_col.append(raw)
         line_col.append(pa.array(np.arange(1, ends.size + 1, dtype=np.int64)))
-        paths_col.append(pa.DictionaryArray.from_arrays(pa.array(np.zeros(ends.size, np.int32)), pa.array([str(path)])))
+        paths_col.append(_path_column(path, ends.size))
     return pa.table(
         {"_path": pa.chunked_array(paths_col), "_line": pa.chunked_array(line_col), "_raw": pa.chunked_array(raw_col)}
     )
@@ -202,10 +207,7 @@ def csv_records(paths: list[Path], cols: tuple[str, ...]) -> pa.Table:
     with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
         tables = list(pool.map(lambda path: _read_csv_records(path, cols), paths))
     return pa.concat_tables(
-        t.append_column(
-            "_path", pa.DictionaryArray.from_arrays(pa.array(np.zeros(t.num_rows, np.int32)), pa.array([str(path)]))
-        )
-        for path, t in zip(paths, tables, strict=True)
+        t.append_column("_path", _path_column(path, t.num_rows)) for path, t in zip(paths, tables, strict=True)
     )
 
 
@@ -283,7 +285,6 @@ def _typed(c: Column, stored: bool = False) -> str:
 
 
 _TYPE_WORD = {"int": "an integer", "float": "a number", "timestamp": "a timestamp", "bool": "a boolean"}
-_SQL_TYPE = {"int": "BIGINT", "float": "DOUBLE", "timestamp": "TIMESTAMP WITH TIME ZONE", "bool": "BOOLEAN"}
 
 
 def stored_types(con: duckdb.DuckDBPyConnection, feed: Feed, paths: list[Path]) -> dict[str, str]:
@@ -301,11 +302,7 @@ def stored_types(con: duckdb.DuckDBPyConnection, feed: Feed, paths: list[Path]) 
     except _READ_ERRORS:
         return {}
     kinds = {name: kind for name, kind, *_ in described}
-    return {
-        c.name: _SQL_TYPE[c.type]
-        for c in feed.columns
-        if c.type in _SQL_TYPE and kinds.get(c.name) == _SQL_TYPE[c.type]
-    }
+    return {c.name: c.sql_type for c in feed.columns if c.type != "string" and kinds.get(c.name) == c.sql_type}
 
 
 def validate_sql(

@@ -167,8 +167,7 @@ def _load_reference_table(context, feed: Feed, lake: LakeResource, warehouse: Wa
     if path is None:
         # Geo-marketing is optional: without the file the table is empty and nothing is notified.
         context.log.warning(f"{landing.reference_dir}: no {feed.table} file ({feed.table}.csv, .parquet or .jsonl)")
-        types = {"int": "BIGINT", "float": "DOUBLE", "timestamp": "TIMESTAMPTZ", "bool": "BOOLEAN", "string": "VARCHAR"}
-        empty = ", ".join(f"NULL::{types[c.type]} AS {c.name}" for c in feed.columns)
+        empty = ", ".join(f"NULL::{c.sql_type} AS {c.name}" for c in feed.columns)
         the_lake.write(con, f"SELECT {empty} WHERE false", the_lake.table_dir(feed.table) / f"{feed.table}.parquet")
         warehouse.publish(the_lake)
         return con, None, dg.MaterializeResult(metadata={"dagster/row_count": 0, "source": "none"})
