@@ -93,22 +93,22 @@ def read_records(
     try:
         if fmt == "jsonl":
             con.register(f"{view}_arrow", jsonl_lines(paths))
-            # One parse per line (a line keeps its line break: JSON whitespace), and the feed's fields
-            # come out of it as one list, in column order. A line starting with '{' is not blank: the
-            # trims run on the few that do not.
+            # A line is parsed once to validate it (json_valid: the same parser and rules as a JSON cast)
+            # and once to take the feed's fields out of it, as one list in column order. Valid JSON is an
+            # object exactly when its first character after JSON whitespace is '{' (no json_type parse).
+            # A line keeps its line break (JSON whitespace). Blank lines are no records.
             fields = "[" + ", ".join(sql_literal("$." + c) for c in cols) + "]"
             extract = ", ".join(f"v[{i + 1}] AS {c}" for i, c in enumerate(cols))
             con.execute(
                 f"""
                 CREATE OR REPLACE TEMP VIEW {view} AS
                 SELECT _path, _line, _raw,
-                       CASE WHEN j IS NULL THEN 'unparseable JSON'
-                            WHEN t <> 'OBJECT' THEN 'not a JSON object' END AS _parse_error,
+                       CASE WHEN NOT _valid THEN 'unparseable JSON'
+                            WHEN NOT _object THEN 'not a JSON object' END AS _parse_error,
                        {extract}
-                FROM (SELECT *, CASE WHEN t = 'OBJECT' THEN json_extract_string(j, {fields}) END AS v
-                      FROM (SELECT *, json_type(j) AS t
-                            FROM (SELECT _path, _line, _raw, try_cast(_raw AS JSON) AS j FROM {view}_arrow
-                                  WHERE starts_with(_raw, '{{') OR trim(rtrim(_raw, {_LINE_BREAK})) <> '')))
+                FROM (SELECT *, CASE WHEN _valid AND _object THEN json_extract_string(_raw, {fields}) END AS v
+                      FROM (SELECT _path, _line, _raw, json_valid(_raw) AS _valid, {_STARTS_AN_OBJECT} AS _object
+                            FROM {view}_arrow WHERE {_NOT_BLANK}))
                 """
             )
         elif fmt == "csv":
@@ -146,6 +146,13 @@ def read_records(
 
 # Line-break characters a JSONL line's text ends with (``rtrim`` removes them).
 _LINE_BREAK = "chr(13) || chr(10)"
+# JSON whitespace, and the tests on a JSONL line's text (written with CASE so that the trimming runs only
+# on the few lines that do not start with '{').
+_JSON_WHITESPACE = "' ' || chr(9) || chr(10) || chr(13)"
+_STARTS_AN_OBJECT = (
+    f"CASE WHEN starts_with(_raw, '{{') THEN true ELSE starts_with(ltrim(_raw, {_JSON_WHITESPACE}), '{{') END"
+)
+_NOT_BLANK = f"CASE WHEN starts_with(_raw, '{{') THEN true ELSE trim(rtrim(_raw, {_LINE_BREAK})) <> '' END"
 
 
 def _path_column(path: Path, rows: int) -> pa.DictionaryArray:

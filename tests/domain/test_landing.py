@@ -95,6 +95,31 @@ def test_bad_rows_are_quarantined_with_reasons_and_rows_are_conserved(settings, 
     assert changed == []
 
 
+def test_a_json_object_after_leading_whitespace_is_a_record_and_other_json_is_not(settings, lake, con):
+    d = settings.landing_dir / "customer_activity"
+    d.mkdir(parents=True)
+    lines = [
+        b" \t" + json.dumps(activity(1)).encode(),  # 1: JSON whitespace before the object
+        b'  [{"customer_id": 1}]',  # 2: an array
+        b" 5",  # 3: a number
+        b'"text"',  # 4: a string
+        b"\xef\xbb\xbf" + json.dumps(activity(2)).encode(),  # 5: a byte-order mark is not JSON
+        json.dumps(activity(3)).encode() + b" {}",  # 6: two values on one line
+        json.dumps(activity(4))[:-1].encode() + b', "extra": NaN,}',  # 7: DuckDB's JSON allows NaN and a trailing comma
+    ]
+    (d / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    [r], _ = ingest(settings, lake, con)
+    assert (r.rows_read, r.rows_new, r.rows_quarantined) == (7, 2, 5)
+    assert [(line, reason) for _, line, reason in quarantine(con, lake)] == [
+        (2, "not a JSON object"),
+        (3, "not a JSON object"),
+        (4, "not a JSON object"),
+        (5, "unparseable JSON"),
+        (6, "unparseable JSON"),
+    ]
+    assert [row[1] for row in lake_rows(con, lake)] == [1, 4]
+
+
 def test_jsonl_lines_line_breaks_blank_lines_and_text_that_is_not_utf8(settings, lake, con):
     d = settings.landing_dir / "customer_activity"
     d.mkdir(parents=True)
