@@ -877,8 +877,9 @@ def planned_dates(
 
 def _event_dates(con: duckdb.DuckDBPyConnection, paths: list[Path], feed: Feed, now: datetime) -> dict[str, set[str]]:
     c = feed.column(feed.event_time)
-    view = read_records(con, paths if len(paths) > 1 else paths[0], feed, check=False, columns=(c.name,))
-    day = utc_date_sql(f"coalesce({_typed(c)}, TIMESTAMPTZ {sql_literal(now.isoformat())})")
+    stored = {k: v for k, v in stored_types(con, feed, paths).items() if k == c.name}
+    view = read_records(con, paths if len(paths) > 1 else paths[0], feed, check=False, columns=(c.name,), stored=stored)
+    day = utc_date_sql(f"coalesce({_typed(c, c.name in stored)}, TIMESTAMPTZ {sql_literal(now.isoformat())})")
     try:
         rows = con.execute(
             f"SELECT _path, coalesce(list(DISTINCT day::VARCHAR) FILTER (day IS NOT NULL), []) "

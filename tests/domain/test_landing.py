@@ -154,6 +154,22 @@ def test_planned_dates_are_the_dates_ingestion_writes(settings, lake, con):
     write_jsonl(d / "2.jsonl", [activity(3, event_time="2025-03-03T10:00:00")])
     (d / "3.jsonl").write_bytes(b"\xff\n")  # not UTF-8: unreadable, it touches no date
     write_jsonl(d / "4.jsonl", [activity(4, event_time=None)])  # no event time: the ingestion time
+    # Parquet storing the event time as a timestamp (read as stored), with an offset and a null.
+    bogota = pa.timestamp("us", tz="America/Bogota")
+    evening = [datetime(2025, 3, 3, 2, 0, tzinfo=UTC)] * 2  # the 2nd, 21:00 in Bogota: the 3rd in UTC
+    for name, times in (("5.parquet", [datetime(2025, 2, 28, 20, 0, tzinfo=UTC), None]), ("6.parquet", evening)):
+        pq.write_table(
+            pa.table(
+                {
+                    "customer_id": [5, 6],
+                    "activity_id": [50 + int(name[0]), 60 + int(name[0])],
+                    "activity_type": ["deposit", "deposit"],
+                    "propensity_to_buy": [0.1, 0.2],
+                    "event_time": pa.array(times, type=bogota),
+                }
+            ),
+            d / name,
+        )
     pending, _ = scan_landing(con, lake, settings.landing_dir, CUSTOMER_ACTIVITY)
     planned = planned_dates(con, pending, CUSTOMER_ACTIVITY, NOW)
     assert planned == {
@@ -161,10 +177,12 @@ def test_planned_dates_are_the_dates_ingestion_writes(settings, lake, con):
         "2.jsonl": {"2025-03-03"},
         "3.jsonl": set(),
         "4.jsonl": {"2025-03-02"},
+        "5.parquet": {"2025-02-28", "2025-03-02"},
+        "6.parquet": {"2025-03-03"},
     }
     results, _ = ingest(settings, lake, con)
     assert {r.file: set(r.dates) for r in results} == planned
-    assert [r.status for r in results] == ["ingested", "ingested", "unreadable", "ingested"]
+    assert [r.status for r in results] == ["ingested", "ingested", "unreadable", "ingested", "ingested", "ingested"]
 
 
 def test_csv_with_a_short_row_and_parquet_with_a_missing_column(settings, lake, con):
