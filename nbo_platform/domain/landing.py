@@ -548,29 +548,38 @@ def _read_in_groups(paths: list[Path], read: Callable[[list[Path]], None]) -> di
 
 
 def _append_records(
-    con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path], stored: Mapping[str, str]
+    con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path], stored: Mapping[str, str], validate: Validate
 ) -> dict[int, str]:
-    """Add files' records to ``batch_records``; returns why each file that could not be read failed."""
+    """Add files' validated records to ``validated``; returns why each file that could not be read failed."""
     number = {path: no for no, path in files.items()}
     errors = _read_in_groups(
-        list(files.values()), lambda group: _insert_records(con, feed, {number[p]: p for p in group}, stored)
+        list(files.values()),
+        lambda group: _insert_records(con, feed, {number[p]: p for p in group}, stored, validate),
     )
     return {number[path]: str(e) for path, e in errors.items()}
 
 
+# validate_sql of a batch, for a relation of records with their ``_file_no``.
+Validate = Callable[[str], str]
+
+
 def _insert_records(
-    con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path], stored: Mapping[str, str]
+    con: duckdb.DuckDBPyConnection, feed: Feed, files: dict[int, Path], stored: Mapping[str, str], validate: Validate
 ) -> None:
-    """One INSERT of the files' records (all or nothing), or ``LandingError``."""
+    """One INSERT of the files' records, validated as they are read (all or nothing), or ``LandingError``.
+
+    The records are never stored unvalidated: only a rejected record keeps its raw text.
+    """
     paths = list(files.values())
     view = read_records(con, paths if len(paths) > 1 else paths[0], feed, check=False, lazy_raw=True, stored=stored)
     # The file's number from its path; a path not matched is NULL and fails the NOT NULL column.
     con.register("batch_paths", pa.table({"_path": [str(p) for p in paths], "_file_no": list(files)}))
+    records = (
+        f"(SELECT m._file_no, _line, _raw, _parse_error, {', '.join(feed.column_names)} "
+        f"FROM {view} LEFT JOIN batch_paths m USING (_path))"
+    )
     try:
-        con.execute(
-            f"INSERT INTO batch_records SELECT m._file_no, _line, _raw, _parse_error, "
-            f"{', '.join(feed.column_names)} FROM {view} LEFT JOIN batch_paths m USING (_path)"
-        )
+        con.execute(f"INSERT INTO validated {validate(records)}")
     except _READ_ERRORS as e:
         raise LandingError(f"{_describe(paths)}: cannot be read as {file_format(paths[0])}: {e}") from e
     finally:
@@ -600,28 +609,27 @@ def ingest_batch(
     bid = batch_id(files)
     cols = feed.column_names
     stored = stored_types(con, feed, [f.path for f in files])
-    columns = ", ".join(f"{c} {stored.get(c, 'VARCHAR')}" for c in cols)
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE batch_records (_file_no INTEGER NOT NULL, _line BIGINT, _raw VARCHAR, "
-        f"_parse_error VARCHAR, {columns})"
-    )
-    shas = sha256_of_files([f.path for f in files])
-    errors = _append_records(con, feed, {i: f.path for i, f in enumerate(files)}, stored)
-    names = pa.table({"_file_no": list(range(len(files))), "source_file": [f.relpath for f in files]})
-    con.register("batch_files", names)
 
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE validated AS "
-        + validate_sql(
+    def validate(records: str) -> str:
+        return validate_sql(
             feed,
-            "batch_records",
+            records,
             ingested_at=ingested_at,
             partitions_start=partitions_start,
             carry=("_file_no",),
             stored=stored,
         )
-    )
-    con.execute("DROP TABLE batch_records")
+
+    # ``validated``: one row per record read, typed, with its reason when rejected. Its columns are
+    # those of the validation of no records.
+    no_records = "(SELECT NULL::INTEGER _file_no, NULL::BIGINT _line, NULL::VARCHAR _raw, NULL::VARCHAR _parse_error, "
+    no_records += ", ".join(f"NULL::{stored.get(c, 'VARCHAR')} {c}" for c in cols) + " WHERE false)"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE validated AS {validate(no_records)}")
+    con.execute("ALTER TABLE validated ALTER COLUMN _file_no SET NOT NULL")
+    shas = sha256_of_files([f.path for f in files])
+    errors = _append_records(con, feed, {i: f.path for i, f in enumerate(files)}, stored, validate)
+    names = pa.table({"_file_no": list(range(len(files))), "source_file": [f.relpath for f in files]})
+    con.register("batch_files", names)
     # Parquet rows were read without their raw text: rejected ones get it now, in one update.
     con.execute(
         "CREATE OR REPLACE TEMP TABLE rejected_lines AS SELECT _file_no, _line FROM validated WHERE _reason IS NOT NULL"
