@@ -1,3 +1,4 @@
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -291,6 +292,25 @@ def test_ip_addresses_are_stored_only_as_salted_hashes(settings, lake, con):
     ingest(settings, lake, con)
     cols = [c[0] for c in con.execute(f"DESCRIBE SELECT * FROM {lake.scan_sql('customer_activity')}").fetchall()]
     assert "ip_address" not in cols and "ip_address_hash" in cols
+
+
+def test_a_partition_file_holds_its_rows_in_event_time_order_then_file_and_line(settings, lake, con):
+    d = settings.landing_dir / "customer_activity"
+    t = "2025-03-01T10:00:0{}Z"
+    write_jsonl(
+        d / "1.jsonl",
+        [activity(i, event_time=t.format(s), ip_address=f"10.0.0.{i}") for i, s in ((1, 5), (2, 1), (3, 1))],
+    )
+    write_jsonl(d / "2.jsonl", [activity(i, event_time=t.format(s), ip_address=None) for i, s in ((4, 0), (5, 1))])
+    ingest(settings, lake, con)
+    [path] = lake.partition_files("customer_activity", "2025-03-01")
+    rows = con.execute(
+        f"SELECT activity_id, ip_address_hash FROM read_parquet('{path}', file_row_number = true) "
+        "ORDER BY file_row_number"
+    ).fetchall()
+    assert [a for a, _ in rows] == [4, 2, 3, 5, 1]  # ties in time: the earlier file, then the earlier line
+    expected = {i: hashlib.sha256(f"salt10.0.0.{i}".encode()).hexdigest() for i in (1, 2, 3)}
+    assert dict(rows) == {**expected, 4: None, 5: None}
 
 
 def test_manifest_records_each_file_once(settings, lake, con):
