@@ -77,6 +77,20 @@ def test_one_decision_per_entry_and_each_sent_notification_delivered_once(demo):
     assert all(r["message"] and r["address"] for r in outbox)
 
 
+def test_each_hits_file_is_in_customer_time_and_store_order(demo):
+    settings, _, _, _ = demo
+    lake = Lake(settings.lake_uri)
+    con = connect()
+    files = sorted(lake.table_dir("geofence_hits").rglob("*.parquet"))
+    assert files
+    for f in files:
+        rows = con.execute(
+            f"SELECT customer_id, hit_at, store_id FROM read_parquet('{f}', file_row_number = true) "
+            "ORDER BY file_row_number"
+        ).fetchall()
+        assert rows == sorted(rows), f
+
+
 def test_no_raw_contact_data_in_the_warehouse(demo):
     settings, _, _, query = demo
     emails = {

