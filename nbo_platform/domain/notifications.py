@@ -124,12 +124,39 @@ def decide_notifications(
     prior_notified: str | None = None,
     decided_at: str = "now()",
 ) -> str:
-    """Decide every entry of ``entries``; returns the name of a temp table of decisions.
+    """Decide every entry of ``entries``; returns the name of a temp table of decisions
+    (``decisions_sql``'s rows, in decision order)."""
+    query = decisions_sql(
+        con, entries, customers, campaigns, policy, prior_notified=prior_notified, decided_at=decided_at
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE nt_decisions AS {query}")
+    con.unregister(NOTIFIED)
+    return "nt_decisions"
+
+
+NOTIFIED = "nt_notified_arrow"
+
+
+def decisions_sql(
+    con: duckdb.DuckDBPyConnection,
+    entries: str,
+    customers: str,
+    campaigns: str,
+    policy: Policy,
+    *,
+    prior_notified: str | None = None,
+    decided_at: str = "now()",
+) -> str:
+    """The query of the decisions of every entry of ``entries``, in decision order.
 
     ``entries``: customer_id, store_id, ally_id, hit_at, distance_m (entries not decided yet).
     ``customers``: the version history (customer_id, valid_from, opt-ins, preferred_channel, email, phone).
     ``campaigns``: campaign_id, ally_id, starts_at, ends_at, priority, holdout_pct.
     ``prior_notified``: customer_id, event_time of earlier notifications that count for the cooldown.
+
+    The entries and the cooldown's result are prepared on ``con`` (temp table ``nt_entries`` and the
+    Arrow table ``NOTIFIED``); the query reads them, so it holds until the next call on ``con``. A
+    caller that reads the decisions once (writes them) saves their copy in memory.
     """
     prior = prior_notified or "SELECT NULL::BIGINT AS customer_id, NULL::TIMESTAMPTZ AS event_time WHERE false"
     cooldown = f"to_microseconds({int(round(policy.cooldown_minutes * 60_000_000))})"
@@ -178,16 +205,14 @@ def decide_notifications(
         np.asarray(entries_np["t"], dtype=np.int64)[is_open],
         int(round(policy.cooldown_minutes * 60e6)),
     )
-    con.register("nt_notified_arrow", pa.table({"notified": notified}))
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE nt_decisions AS
+    con.register(NOTIFIED, pa.table({"notified": notified}))
+    return f"""
         WITH decided AS (
             SELECT e.*, coalesce(e.pre_reason, CASE
                        WHEN NOT n.notified THEN 'throttled'
                        WHEN {holdout_bucket_sql("e.customer_id", "e.campaign_id")} < e.holdout_pct THEN 'holdout'
                        ELSE 'sent' END) AS reason
-            FROM nt_entries e POSITIONAL JOIN nt_notified_arrow n
+            FROM nt_entries e POSITIONAL JOIN {NOTIFIED} n
         )
         SELECT {notification_id_sql("customer_id", "store_id", "event_time")} AS notification_id,
                customer_id, ally_id, store_id,
@@ -199,7 +224,4 @@ def decide_notifications(
                reason, distance_m, customer_version, {decided_at} AS decided_at,
                {utc_date_sql("event_time")} AS date
         FROM decided
-        """
-    )
-    con.unregister("nt_notified_arrow")
-    return "nt_decisions"
+    """

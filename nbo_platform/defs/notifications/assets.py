@@ -6,6 +6,8 @@ notification is never revoked, changed or sent again, however often a partition 
 """
 
 import math
+import os
+import uuid
 from datetime import date as Date
 from datetime import timedelta
 
@@ -16,7 +18,7 @@ from nbo_platform.defs.metadata import table_metadata
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.resources import DeliveryResource, LakeResource, WarehouseResource
 from nbo_platform.domain.delivery import batch_id
-from nbo_platform.domain.notifications import decide_notifications, notification_id_sql
+from nbo_platform.domain.notifications import NOTIFIED, decisions_sql, notification_id_sql
 from nbo_platform.duck import connect, sql_literal
 from nbo_platform.lake import Lake
 
@@ -60,7 +62,7 @@ def decide_date(con, lake: Lake, date: str, policy) -> dict:
     window = [(d0 - timedelta(days=i)).isoformat() for i in range(lookback_days, -1, -1)]
     prior = files_sql(lake, "notifications", window)
     prior_sql = f"SELECT customer_id, event_time FROM {prior} WHERE reason IN ('sent', 'holdout')" if prior else None
-    table = decide_notifications(
+    decisions = decisions_sql(
         con,
         new_entries,
         reference_sql(lake, "customers", EMPTY_CUSTOMERS),
@@ -68,17 +70,24 @@ def decide_date(con, lake: Lake, date: str, policy) -> dict:
         policy,
         prior_notified=prior_sql,
     )
-    n, first_id = con.execute(f"SELECT count(*), min(notification_id) FROM {table}").fetchone()
-    if not n:
-        return {}
-    # A run decides only entries without a decision, so its set of ids is disjoint from every earlier
-    # run's of the date: its smallest id names its file uniquely (and the same run again, identically).
-    lake.write(
-        con,
-        f"SELECT * FROM {table} WHERE date = DATE {sql_literal(date)}",
-        lake.partition_dir("notifications", date) / f"decisions-{first_id}-{n}.parquet",
-    )
-    return dict(con.execute(f"SELECT reason, count(*) FROM {table} GROUP BY ALL").fetchall())
+    # The decisions are computed once, straight into a staged file. A run decides only entries without
+    # a decision, so its set of ids is disjoint from every earlier run's of the date: its smallest id
+    # names its file uniquely (and the same run again, identically).
+    staged = lake.root / ".staging" / f"notifications-{uuid.uuid4().hex}.parquet"
+    try:
+        n = lake.write(con, f"SELECT * FROM ({decisions}) WHERE date = DATE {sql_literal(date)}", staged)
+        if not n:
+            return {}
+        done = f"read_parquet('{staged}')"
+        (first_id,) = con.execute(f"SELECT min(notification_id) FROM {done}").fetchone()
+        by_reason = dict(con.execute(f"SELECT reason, count(*) FROM {done} GROUP BY ALL").fetchall())
+        target = lake.partition_dir("notifications", date) / f"decisions-{first_id}-{n}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+    finally:
+        staged.unlink(missing_ok=True)
+        con.unregister(NOTIFIED)
+    return by_reason
 
 
 @dg.asset(
