@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -94,11 +95,13 @@ def read_records(
         if fmt == "jsonl":
             con.register(f"{view}_arrow", jsonl_lines(paths))
             # A line is parsed once to validate it (json_valid: the same parser and rules as a JSON cast)
-            # and once to take the feed's fields out of it, as one list in column order. Valid JSON is an
-            # object exactly when its first character after JSON whitespace is '{' (no json_type parse).
-            # A line keeps its line break (JSON whitespace). Blank lines are no records.
-            fields = "[" + ", ".join(sql_literal("$." + c) for c in cols) + "]"
-            extract = ", ".join(f"v[{i + 1}] AS {c}" for i, c in enumerate(cols))
+            # and once to take the feed's fields out of it, as text, into one struct (json_transform: a
+            # third faster than json_extract_string's list of paths, the same text but for a number's
+            # exponent, 1e-07 for 1e-7). Valid JSON is an object exactly when its first character after
+            # JSON whitespace is '{' (no json_type parse). A line keeps its line break (JSON whitespace).
+            # Blank lines are no records.
+            fields = sql_literal(json.dumps(dict.fromkeys(cols, "VARCHAR")))
+            extract = ", ".join(f"v.{c} AS {c}" for c in cols)
             con.execute(
                 f"""
                 CREATE OR REPLACE TEMP VIEW {view} AS
@@ -106,7 +109,7 @@ def read_records(
                        CASE WHEN NOT _valid THEN 'unparseable JSON'
                             WHEN NOT _object THEN 'not a JSON object' END AS _parse_error,
                        {extract}
-                FROM (SELECT *, CASE WHEN _valid AND _object THEN json_extract_string(_raw, {fields}) END AS v
+                FROM (SELECT *, CASE WHEN _valid AND _object THEN json_transform(_raw, {fields}) END AS v
                       FROM (SELECT _path, _line, _raw, json_valid(_raw) AS _valid, {_STARTS_AN_OBJECT} AS _object
                             FROM {view}_arrow WHERE {_NOT_BLANK}))
                 """
