@@ -171,6 +171,11 @@ def test_planned_dates_are_the_dates_ingestion_writes(settings, lake, con):
             ),
             d / name,
         )
+    # An object after whitespace is a record; an array holding one is not, and its date is not planned.
+    (d / "7.jsonl").write_text(
+        " " + json.dumps(activity(7, event_time="2025-03-01T05:00:00Z")) + "\n"
+        '[{"event_time": "2025-02-20T00:00:00Z"}]\n'
+    )
     pending, _ = scan_landing(con, lake, settings.landing_dir, CUSTOMER_ACTIVITY)
     planned = planned_dates(con, pending, CUSTOMER_ACTIVITY, NOW)
     assert planned == {
@@ -180,10 +185,11 @@ def test_planned_dates_are_the_dates_ingestion_writes(settings, lake, con):
         "4.jsonl": {"2025-03-02"},
         "5.parquet": {"2025-02-28", "2025-03-02"},
         "6.parquet": {"2025-03-03"},
+        "7.jsonl": {"2025-03-01"},
     }
     results, _ = ingest(settings, lake, con)
     assert {r.file: set(r.dates) for r in results} == planned
-    assert [r.status for r in results] == ["ingested", "ingested", "unreadable", "ingested", "ingested", "ingested"]
+    assert [r.status for r in results] == ["ingested"] * 2 + ["unreadable"] + ["ingested"] * 4
 
 
 def test_csv_with_a_short_row_and_parquet_with_a_missing_column(settings, lake, con):
