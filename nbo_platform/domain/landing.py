@@ -666,7 +666,7 @@ def ingest_batch(
     # The first occurrence of a key wins. Repeats within the batch are rare: a hash aggregate finds the
     # keys seen more than once and where each was first seen (file, line), instead of sorting every row.
     # Those keys and the keys accepted before are small tables; the accepted rows with their status are
-    # a view over ``validated`` joined with them, not a copy of every row (10M pings: 2.5 s -> 1.4 s).
+    # a view over ``validated`` joined with them, not a copy of every row (10M pings: 9.9 s -> 8.8 s).
     order = "(_file_no::BIGINT << 40) + _line"
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE batch_repeated AS SELECT {key}, min({order}) AS _first FROM validated "
