@@ -19,7 +19,12 @@ def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_pat
     monkeypatch.setenv("NBO_DATA_DIR", str(settings.data_dir))
     prepare_mart_dirs(settings.data_dir / "lake")
     project = REPO_ROOT / "dbt_project"
-    result = dbtRunner().invoke(
+    # A new data dir's first invocation starts from the project's parse state (another lake path than
+    # the one it was parsed with): dbt parses again only what reads the changed variables.
+    target = dbt_target_path(settings.data_dir / ".nbo", "0123456789abcdef")
+    assert (target / PARTIAL_PARSE).is_file()
+    events = []
+    result = dbtRunner(callbacks=[lambda e: events.append(e.info.name)]).invoke(
         [
             "build",
             "--project-dir",
@@ -27,12 +32,13 @@ def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_pat
             "--profiles-dir",
             str(project),
             "--target-path",
-            str(tmp_path / "target"),
+            str(target),
             "--log-path",
             str(tmp_path / "logs"),
         ]
     )
     assert result.success, result.exception
+    assert "UnableToPartialParse" not in events and "PartialParsingEnabled" in events
     statuses = {r.node.name: str(r.status) for r in result.result.results}
     assert {"stg_next_best_offer", "offer_mix", "campaign_effectiveness", "notification_funnel"} <= set(statuses)
     assert len(statuses) > 50 and set(statuses.values()) <= {"success", "pass"}, statuses
@@ -66,3 +72,14 @@ def test_dbt_run_folders_carry_the_parse_state_and_are_pruned(tmp_path):
     second = dbt_target_path(tmp_path, "fedcba9876543210")
     assert (second / PARTIAL_PARSE).read_text() == "state of run 1"
     assert (runs / "still-running").exists() and target.exists()
+
+
+def test_a_new_data_dirs_first_dbt_run_starts_from_the_projects_parse_state(tmp_path):
+    project_state = tmp_path / "project" / PARTIAL_PARSE
+    project_state.parent.mkdir()
+    project_state.write_text("the project's state")
+    target = dbt_target_path(tmp_path / "new_data_dir", "0123456789abcdef", project_state=project_state)
+    assert (target / PARTIAL_PARSE).read_text() == "the project's state"
+    # Without any state, dbt parses in full.
+    bare = dbt_target_path(tmp_path / "other", "0123456789abcdef", project_state=tmp_path / "missing")
+    assert not (bare / PARTIAL_PARSE).exists()

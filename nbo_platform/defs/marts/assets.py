@@ -1,8 +1,8 @@
 """The dbt project as Dagster assets: staging, intermediate and the campaign-effectiveness marts.
 
 Each dbt model is an asset whose lineage reaches the Python assets through the sources' ``meta``
-(``dagster.asset_key``); dbt tests appear as asset checks. dbt builds in its own working database
-(``.nbo/dbt.duckdb``, never the analysts' warehouse) and exports every mart to the lake as Parquet
+(``dagster.asset_key``); dbt tests appear as asset checks. dbt builds in an in-memory database of its
+own (never the analysts' warehouse) and exports every mart to the lake as Parquet
 (``lake/marts/<mart>/``), where the warehouse's views pick them up.
 """
 
@@ -49,21 +49,25 @@ DBT_RUN_GRACE_SECONDS = 600
 PARTIAL_PARSE = "partial_parse.msgpack"
 
 
-def dbt_target_path(state_dir: Path, run_id: str) -> Path:
+def dbt_target_path(
+    state_dir: Path, run_id: str, project_state: Path = dbt_project.manifest_path.parent / PARTIAL_PARSE
+) -> Path:
     """A new target folder for one dbt invocation, under the data dir's private state.
 
     Each invocation gets its own folder (its manifest, run results and log), so runs never mix
-    artifacts. The folder starts with the newest earlier invocation's partial-parse state: the same
-    data dir means the same profile, so dbt parses again only the files that changed (a full parse
-    costs seconds). Only the newest ``DBT_RUNS_KEPT`` folders are kept, and none younger than
-    ``DBT_RUN_GRACE_SECONDS``, which another run may still be using.
+    artifacts. The folder starts with the newest earlier invocation's partial-parse state, or in a
+    new data dir the project's own (written when its manifest was parsed): the profile is the same
+    for every data dir, so dbt parses again only the files that changed or read a changed variable
+    (a full parse costs seconds). Only the newest ``DBT_RUNS_KEPT`` folders are kept, and none younger
+    than ``DBT_RUN_GRACE_SECONDS``, which another run may still be using.
     """
     runs = state_dir / "dbt_runs"
     runs.mkdir(parents=True, exist_ok=True)
     earlier = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
     target = runs / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{run_id[:8]}-{uuid.uuid4().hex[:6]}"
     target.mkdir()
-    state = next((p / PARTIAL_PARSE for p in earlier if (p / PARTIAL_PARSE).is_file()), None)
+    candidates = [p / PARTIAL_PARSE for p in earlier] + [project_state]
+    state = next((c for c in candidates if c.is_file()), None)
     if state is not None:
         shutil.copyfile(state, target / PARTIAL_PARSE)
     cutoff = time.time() - DBT_RUN_GRACE_SECONDS
