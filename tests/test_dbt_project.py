@@ -83,3 +83,20 @@ def test_a_new_data_dirs_first_dbt_run_starts_from_the_projects_parse_state(tmp_
     # Without any state, dbt parses in full.
     bare = dbt_target_path(tmp_path / "other", "0123456789abcdef", project_state=tmp_path / "missing")
     assert not (bare / PARTIAL_PARSE).exists()
+
+
+def test_the_dbt_resource_knows_the_cli_version_without_running_it(monkeypatch):
+    import subprocess
+
+    import dagster_dbt.core.resource as dbt_resource_module
+
+    from nbo_platform.defs.marts.definitions import dbt_executable, dbt_resource
+
+    printed = subprocess.check_output([dbt_executable(), "--version"]).decode()
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"ran {args}")
+
+    monkeypatch.setattr(dbt_resource_module, "check_output", no_subprocess)
+    version = dbt_resource()._cli_version
+    assert str(version) in printed and version.major == 1
