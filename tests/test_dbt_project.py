@@ -98,5 +98,8 @@ def test_the_dbt_resource_knows_the_cli_version_without_running_it(monkeypatch):
         raise AssertionError(f"ran {args}")
 
     monkeypatch.setattr(dbt_resource_module, "check_output", no_subprocess)
-    version = dbt_resource()._cli_version
+    resource = dbt_resource()
+    version = resource._cli_version
     assert str(version) in printed and version.major == 1
+    # No dbt adapter is loaded in this process: the dbt asset asks nothing of it.
+    assert resource._initialize_dbt_core_adapter(["build"]) is None
