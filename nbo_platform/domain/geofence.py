@@ -29,6 +29,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
@@ -261,31 +262,33 @@ def geofence_hits(
     these pings; every ping must be later than its customer's ``last_ping_at`` (the caller checks).
     Returns the hits (an Arrow table registered on ``con`` as ``geo_hits``) and the state after these
     pings (temp table ``geo_state``). Entries only depend on one customer's pings, so large inputs are
-    processed in buckets of customers (``bucket_rows`` precise pings each) to bound memory.
+    processed in buckets of customers (about ``bucket_rows`` pings each) to bound memory. A precise
+    ping without customer_id or event_time raises ``ValueError``: pings must be validated first.
     """
     prior = prior_state or empty_state_sql()
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE geo_prior AS SELECT customer_id, last_ping_at, inside_store_ids FROM ({prior})"
     )
     precise_sql = f"accuracy_m IS NULL OR accuracy_m <= {float(max_accuracy_m)}"
-    total, precise, unkeyed = con.execute(
-        f"SELECT count(*), count(*) FILTER ({precise_sql}), "
-        f"count(*) FILTER (customer_id IS NULL OR event_time IS NULL) FROM ({pings})"
-    ).fetchone()
-    if unkeyed:
-        raise ValueError(f"{unkeyed} ping(s) without customer_id or event_time: pings must be validated first")
-    buckets = max(1, -(-int(precise) // bucket_rows))
+    # All pings are counted from the input's row count (for Parquet, its footers: no scan); the precise
+    # ones as they are read. Buckets are sized on all pings, an upper bound of the precise ones.
+    (total,) = con.execute(f"SELECT count(*) FROM ({pings})").fetchone()
+    buckets = max(1, -(-int(total) // bucket_rows))
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW geo_input AS SELECT customer_id, event_time, lat, lon, accuracy_m "
         f"FROM ({pings}) WHERE {precise_sql}"
     )
     (threads,) = con.execute("SELECT current_setting('threads')").fetchone()
-    hits, states = [], []
+    hits, states, precise = [], [], 0
     with ThreadPoolExecutor(max(1, int(threads))) as pool:
         for b in range(buckets):
-            in_bucket = "true" if buckets == 1 else f"((customer_id % {buckets}) + {buckets}) % {buckets} = {b}"
-            expected_rows = int(precise) // buckets + int(precise) // (20 * buckets) + 1024  # buckets vary a little
-            bucket_hits, bucket_state = _bucket(con, fences, in_bucket, expected_rows, pool)
+            # A ping without customer goes to the first bucket, where reading it raises.
+            in_bucket = (
+                "true" if buckets == 1 else f"coalesce(((customer_id % {buckets}) + {buckets}) % {buckets}, 0) = {b}"
+            )
+            expected_rows = int(total) // buckets + int(total) // (20 * buckets) + 1024  # buckets vary a little
+            bucket_hits, bucket_state, read = _bucket(con, fences, in_bucket, expected_rows, pool)
+            precise += read
             hits += bucket_hits
             states += bucket_state
     con.execute("DROP VIEW geo_input")
@@ -304,13 +307,13 @@ def geofence_hits(
         """
     )
     con.unregister("geo_state_new")
-    return GeofenceResult("geo_hits", "geo_state", int(total), int(total - precise))
+    return GeofenceResult("geo_hits", "geo_state", int(total), int(total) - precise)
 
 
 def _bucket(
     con: duckdb.DuckDBPyConnection, fences: Fences, in_bucket: str, expected_rows: int, pool: ThreadPoolExecutor
 ):
-    """Hits and state of the customers of one bucket, as lists of Arrow record batches."""
+    """Hits and state of the customers of one bucket, as lists of Arrow record batches, and its pings."""
     pings = _Pings.of_bucket(con, in_bucket, expected_rows)
     # Each customer's pings are now consecutive, in time order; chunks are cut at customers' first pings.
     n = len(pings.customer)
@@ -321,7 +324,7 @@ def _bucket(
     parts = list(
         pool.map(lambda ab: _chunk(fences, pings, prior, firsts, *ab), zip(bounds[:-1], bounds[1:], strict=True))
     )
-    return [p[0] for p in parts], [p[1] for p in parts]
+    return [p[0] for p in parts], [p[1] for p in parts], n
 
 
 @dataclass(frozen=True)
@@ -340,6 +343,9 @@ class _Pings:
             f"SELECT customer_id, epoch_us(event_time) AS t, lat, lon, accuracy_m FROM geo_input WHERE {in_bucket} "
             "ORDER BY customer_id, t"
         ).to_arrow_table(batch_size=expected_rows)  # mostly one chunk: NumPy arrays without a copy
+        if table.column(0).null_count or table.column(1).null_count:
+            unkeyed = pc.sum(pc.or_(pc.is_null(table.column(0)), pc.is_null(table.column(1)))).as_py()
+            raise ValueError(f"{unkeyed} ping(s) without customer_id or event_time: pings must be validated first")
         types = (np.int64, np.int64, np.float64, np.float64, np.float64)
         return cls(*(table.column(i).to_numpy().astype(t, copy=False) for i, t in enumerate(types)))  # null: NaN
 

@@ -231,3 +231,32 @@ def test_buckets_of_customers_give_the_same_hits_and_state(monkeypatch):
     assert sorted(out[0][0] + out[0][1]) == con.execute(f"SELECT * FROM {whole.hits} ORDER BY ALL").fetchall()
     assert out[0][2] == con.execute(f"SELECT * FROM {whole.state} ORDER BY ALL").fetchall()
     assert sum(h[5] for h in out[0][1]) > 100 and sum(not h[5] for h in out[0][1]) > 100
+
+
+@pytest.mark.parametrize("bucket_rows", [10**9, 2])
+def test_a_precise_ping_without_customer_or_time_is_an_error_and_an_imprecise_one_is_ignored(bucket_rows):
+    from nbo_platform.duck import connect
+
+    fences = Fences.from_frame(
+        pd.DataFrame(
+            {"store_id": [1], "ally_id": [1], "lat": [4.6], "lon": [-74.1], "radius_m": [100.0], "geometry_wkt": [None]}
+        )
+    )
+    t = pd.Timestamp("2025-06-02 10:00", tz="UTC")
+    good = {"customer_id": 1, "event_time": t, "lat": 4.6, "lon": -74.1, "accuracy_m": 5.0}
+    cases = {
+        "no customer": {**good, "customer_id": None},
+        "no time": {**good, "customer_id": 2, "event_time": None},
+        "imprecise, no customer": {**good, "customer_id": None, "accuracy_m": 500.0},
+    }
+    for name, bad in cases.items():
+        con = connect()
+        frame = pd.DataFrame([good, {**good, "customer_id": 3}, bad]).astype({"customer_id": "Int64"})
+        con.register("p", frame)
+        if name.startswith("imprecise"):
+            result = geofence_hits(con, "SELECT * FROM p", fences, max_accuracy_m=100, bucket_rows=bucket_rows)
+            assert (result.pings_read, result.pings_imprecise) == (3, 1)
+            assert con.execute(f"SELECT count(*) FROM {result.hits}").fetchone() == (2,)
+        else:
+            with pytest.raises(ValueError, match="1 ping.s. without customer_id or event_time"):
+                geofence_hits(con, "SELECT * FROM p", fences, max_accuracy_m=100, bucket_rows=bucket_rows)
