@@ -114,21 +114,10 @@ def campaign_periods_sql(campaigns: str) -> str:
     """
 
 
-def decide_notifications(
-    con: duckdb.DuckDBPyConnection,
-    entries: str,
-    customers: str,
-    campaigns: str,
-    policy: Policy,
-    *,
-    prior_notified: str | None = None,
-    decided_at: str = "now()",
-) -> str:
-    """Decide every entry of ``entries``; returns the name of a temp table of decisions
-    (``decisions_sql``'s rows, in decision order)."""
-    query = decisions_sql(
-        con, entries, customers, campaigns, policy, prior_notified=prior_notified, decided_at=decided_at
-    )
+def decide_notifications(con: duckdb.DuckDBPyConnection, *args, **kwargs) -> str:  # noqa: ANN002, ANN003
+    """Decide every entry (``decisions_sql``'s arguments); returns the name of a temp table of the
+    decisions, in decision order."""
+    query = decisions_sql(con, *args, **kwargs)
     con.execute(f"CREATE OR REPLACE TEMP TABLE nt_decisions AS {query}")
     con.unregister(NOTIFIED)
     return "nt_decisions"
