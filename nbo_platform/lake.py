@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
@@ -109,13 +109,25 @@ class Lake:
         return rows
 
     def write_partitioned(
-        self, con: duckdb.DuckDBPyConnection, query: str, table: str, file_name: str
+        self,
+        con: duckdb.DuckDBPyConnection,
+        query: str,
+        table: str,
+        file_name: str,
+        dates: Collection[str] | None = None,
     ) -> dict[str, int]:
         """Write a query with a ``date`` column as ``<table>/date=D/<file_name>`` files, one per date.
 
         Returns rows written per date. Each file is replaced atomically; dates absent from the query
-        keep their files.
+        keep their files. ``dates``, when the caller knows them, are the query's distinct dates (none
+        NULL): rows of a single date are written with a plain COPY, which keeps DuckDB's parallel,
+        order-preserving writer (a partitioned COPY of sorted rows takes about half as long again:
+        3.1M sorted activities in 1.9 s instead of 1.3 s).
         """
+        if dates is not None and len(dates) == 1:
+            (date,) = dates
+            target = self.partition_dir(table, date) / file_name
+            return {date: self.write(con, f"SELECT * EXCLUDE (date) FROM ({query})", target)}
         with self._staged(con, query, "date") as parts:
             return {
                 date: self._place(con, files, self.partition_dir(table, date) / file_name)

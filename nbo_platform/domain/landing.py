@@ -690,12 +690,15 @@ def ingest_batch(
     }
     for no, status, n in con.execute("SELECT _file_no, _status, count(*) FROM checked GROUP BY ALL").fetchall():
         per_file.setdefault(int(no), {})[status] = int(n)
-    dates = dict(
-        con.execute(
-            "SELECT _file_no, list(DISTINCT date::VARCHAR ORDER BY date::VARCHAR) FROM checked "
-            "WHERE _status = 'new' AND date IS NOT NULL GROUP BY ALL"
-        ).fetchall()
-    )
+    dates: dict[int, list[str]] = {}
+    undated = False  # new rows without a date (a feed without event time)
+    for no, found, without in con.execute(
+        "SELECT _file_no, list(DISTINCT date::VARCHAR ORDER BY date::VARCHAR) FILTER (date IS NOT NULL), "
+        "bool_or(date IS NULL) FROM checked WHERE _status = 'new' GROUP BY ALL"
+    ).fetchall():
+        if found:
+            dates[int(no)] = found
+        undated = undated or bool(without)
 
     ordered = (
         f"SELECT {', '.join(cols)}, _file_no, _line AS source_line, date FROM checked WHERE _status = 'new' "
@@ -713,7 +716,8 @@ def ingest_batch(
     # A pass over the same files after an interruption replaces its fragments, it does not add to them.
     lake.remove(lake.table_dir(feed.table).glob(f"*/{bid}.parquet"))
     if any(p.get("new") for p in per_file.values()):
-        lake.write_partitioned(con, select_new, feed.table, f"{bid}.parquet")
+        written = None if undated else {d for found in dates.values() for d in found}
+        lake.write_partitioned(con, select_new, feed.table, f"{bid}.parquet", dates=written)
     _write_quarantine(
         con,
         lake,

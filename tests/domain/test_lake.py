@@ -29,6 +29,25 @@ def test_write_split_refuses_a_value_without_a_target(lake, con, tmp_path):
         lake.write_split(con, "SELECT 1 AS id, false AS _keep", "_keep", {"true": tmp_path / "keep.parquet"})
 
 
+@pytest.mark.parametrize("known", [False, True], ids=["dates found", "dates given"])
+def test_write_partitioned_writes_a_file_per_date_in_the_query_order(lake, con, known):
+    days = "['2025-01-01', '2025-01-02', '2025-01-03']"
+    query = f"SELECT range AS id, {days}[1 + (range // 4)::INT]::DATE AS date FROM range(10) ORDER BY id DESC"
+    dates = ["2025-01-01", "2025-01-02", "2025-01-03"] if known else None
+    assert lake.write_partitioned(con, query, "t", "b.parquet", dates) == {
+        "2025-01-01": 4,
+        "2025-01-02": 4,
+        "2025-01-03": 2,
+    }
+    one = "SELECT range AS id, DATE '2025-01-05' AS date FROM range(10) ORDER BY id DESC"
+    assert lake.write_partitioned(con, one, "t", "b.parquet", ["2025-01-05"] if known else None) == {"2025-01-05": 10}
+    for day, ids in (("2025-01-02", [7, 6, 5, 4]), ("2025-01-05", list(range(9, -1, -1)))):
+        [path] = lake.partition_files("t", day)
+        assert pq.read_table(path).column_names == ["id"]  # the date is the folder's
+        assert pq.read_table(path).column("id").to_pylist() == ids
+    assert not any((lake.root / ".staging").iterdir())
+
+
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_files_are_written_in_the_configured_parquet_version(con, tmp_path, version):
     lake = Lake(str(tmp_path / "lake"), parquet_version=version)

@@ -300,15 +300,19 @@ def test_ip_addresses_are_stored_only_as_salted_hashes(settings, lake, con):
     assert "ip_address" not in cols and "ip_address_hash" in cols
 
 
-def test_a_partition_file_holds_its_rows_in_event_time_order_then_file_and_line(settings, lake, con):
+@pytest.mark.parametrize("next_day", [False, True], ids=["one date", "two dates"])
+def test_a_partition_file_holds_its_rows_in_event_time_order_then_file_and_line(settings, lake, con, next_day):
     d = settings.landing_dir / "customer_activity"
     t = "2025-03-01T10:00:0{}Z"
     write_jsonl(
         d / "1.jsonl",
-        [activity(i, event_time=t.format(s), ip_address=f"10.0.0.{i}") for i, s in ((1, 5), (2, 1), (3, 1))],
+        [activity(i, event_time=t.format(s), ip_address=f"10.0.0.{i}") for i, s in ((1, 5), (2, 1), (3, 1))]
+        + [activity(6, event_time="2025-03-02T00:00:00Z")] * next_day,
     )
     write_jsonl(d / "2.jsonl", [activity(i, event_time=t.format(s), ip_address=None) for i, s in ((4, 0), (5, 1))])
-    ingest(settings, lake, con)
+    [r1, r2], _ = ingest(settings, lake, con)
+    assert r1.dates == ("2025-03-01", "2025-03-02")[: 1 + next_day] and r2.dates == ("2025-03-01",)
+    assert lake.dates("customer_activity") == ["2025-03-01", "2025-03-02"][: 1 + next_day]
     [path] = lake.partition_files("customer_activity", "2025-03-01")
     rows = con.execute(
         f"SELECT activity_id, ip_address_hash FROM read_parquet('{path}', file_row_number = true) "
