@@ -78,10 +78,12 @@ def test_bad_rows_are_quarantined_with_reasons_and_rows_are_conserved(settings, 
             activity(6, event_time="yesterday"),
             "[1, 2]",
             activity(7),
+            activity(8, customer_id=" ", activity_type="", propensity_to_buy="x", event_time="2999-01-01T00:00:00Z"),
+            activity(9, activity_id="  12  ", propensity_to_buy="0", event_time=None),  # fine
         ],
     )
     [r], changed = ingest(settings, lake, con)
-    assert (r.rows_read, r.rows_accepted, r.rows_quarantined) == (9, 2, 7)
+    assert (r.rows_read, r.rows_accepted, r.rows_quarantined) == (11, 3, 8)
     assert r.rows_read == r.rows_accepted + r.rows_quarantined
     assert quarantine(con, lake) == [
         ("a.jsonl", 2, "unparseable JSON"),
@@ -91,6 +93,12 @@ def test_bad_rows_are_quarantined_with_reasons_and_rows_are_conserved(settings, 
         ("a.jsonl", 6, "customer_id: not an integer: 2.5"),
         ("a.jsonl", 7, "event_time: not a timestamp: yesterday"),
         ("a.jsonl", 8, "not a JSON object"),
+        (
+            "a.jsonl",
+            10,
+            "customer_id: missing; activity_type: missing; propensity_to_buy: not a number: x; "
+            "event_time: more than a day in the future",
+        ),
     ]
     assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
     assert changed == []
