@@ -430,8 +430,9 @@ def _chunk_hits(fences: Fences, lat: np.ndarray, lon: np.ndarray):
     counts = grid.start[cell + 1] - first
     ends = np.cumsum(counts)
     total = int(ends[-1]) if len(ends) else 0
-    ping = np.repeat(np.arange(len(lat)), counts)
-    fence = grid.fence_rows[np.arange(total) + np.repeat(first - (ends - counts), counts)]
+    # The ping of each candidate: how many pings' candidate lists end at or before it (no np.repeat).
+    ping = np.cumsum(np.bincount(ends[:-1], minlength=total + 1)[:total])
+    fence = grid.fence_rows[np.arange(total) + (first - ends + counts)[ping]]
     # haversine_m(ping, store), term by term, with the per-ping and per-fence parts computed once.
     pphi = np.radians(lat)
     pcos = np.cos(pphi)
@@ -445,7 +446,8 @@ def _chunk_hits(fences: Fences, lat: np.ndarray, lon: np.ndarray):
         poly = np.flatnonzero(fences.is_polygon[fence])
         if len(poly):
             inside[poly] = _in_polygons(fences, fence[poly], lat[ping[poly]], lon[ping[poly]])
-    return ping[inside], fence[inside], distance[inside]
+    hit = np.flatnonzero(inside)  # positions once, then three takes (cheaper than three boolean masks)
+    return ping[hit], fence[hit], distance[hit]
 
 
 def _in_polygons(fences: Fences, fence: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
