@@ -162,8 +162,8 @@ def test_grid_prefilter_finds_exactly_what_brute_force_finds(con):
         for i, (c, la, lo) in enumerate(
             zip(
                 rng.integers(1, 50, n_pings),
-                rng.uniform(4.5, 4.8, n_pings),
-                rng.uniform(-74.2, -74.0, n_pings),
+                rng.uniform(4.4, 4.9, n_pings),  # some outside the grid: no candidates at all
+                rng.uniform(-74.3, -73.9, n_pings),
                 strict=True,
             )
         )
