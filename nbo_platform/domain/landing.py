@@ -251,10 +251,14 @@ def _read_csv_records(path: Path, cols: tuple[str, ...]) -> pa.Table:
     )
     # Record numbers of valid rows: the numbers not taken by invalid rows, in order (header = 1).
     total = table.num_rows + len(bad)
-    lines = np.setdiff1d(np.arange(2, total + 2, dtype=np.int64), np.array([b[0] for b in bad], dtype=np.int64))
+    lines = np.arange(2, total + 2, dtype=np.int64)
+    if bad:
+        lines = np.setdiff1d(lines, np.array([b[0] for b in bad], dtype=np.int64))
     good = table.append_column("_line", pa.array(lines, pa.int64()))
     good = good.append_column("_parse_error", pa.nulls(table.num_rows, pa.string()))
     good = good.append_column("_raw", pa.nulls(table.num_rows, pa.string()))
+    if not bad:  # already in record order: no sort (for 1M customers, 1.5 s of 1.9 s)
+        return good
     invalid = pa.table(
         {
             **{c: pa.nulls(len(bad), pa.string()) for c in cols},
