@@ -286,8 +286,7 @@ def geofence_hits(
             in_bucket = (
                 "true" if buckets == 1 else f"coalesce(((customer_id % {buckets}) + {buckets}) % {buckets}, 0) = {b}"
             )
-            expected_rows = int(total) // buckets + int(total) // (20 * buckets) + 1024  # buckets vary a little
-            bucket_hits, bucket_state, read = _bucket(con, fences, in_bucket, expected_rows, pool)
+            bucket_hits, bucket_state, read = _bucket(con, fences, in_bucket, pool)
             precise += read
             hits += bucket_hits
             states += bucket_state
@@ -310,26 +309,20 @@ def geofence_hits(
     return GeofenceResult("geo_hits", "geo_state", int(total), int(total) - precise)
 
 
-def _bucket(
-    con: duckdb.DuckDBPyConnection, fences: Fences, in_bucket: str, expected_rows: int, pool: ThreadPoolExecutor
-):
+def _bucket(con: duckdb.DuckDBPyConnection, fences: Fences, in_bucket: str, pool: ThreadPoolExecutor):
     """Hits and state of the customers of one bucket, as lists of Arrow record batches, and its pings."""
-    pings = _Pings.of_bucket(con, in_bucket, expected_rows)
-    # Each customer's pings are now consecutive, in time order; chunks are cut at customers' first pings.
-    n = len(pings.customer)
-    firsts = np.flatnonzero(np.concatenate([[n > 0], pings.customer[1:] != pings.customer[:-1]]))
-    starts = np.append(firsts, n)[np.searchsorted(firsts, np.arange(0, n, CHUNK_PINGS))]
-    bounds = np.unique(np.append(starts, n))
-    prior = _prior_inside(con, fences, in_bucket, pings.customer[firsts])
-    parts = list(
-        pool.map(lambda ab: _chunk(fences, pings, prior, firsts, *ab), zip(bounds[:-1], bounds[1:], strict=True))
-    )
-    return [p[0] for p in parts], [p[1] for p in parts], n
+    segments = _Pings.of_bucket(con, in_bucket)
+    prior = _prior_inside(con, fences, in_bucket)
+    parts = list(pool.map(lambda piece: _chunk(fences, piece, prior), _whole_customers(segments, CHUNK_PINGS)))
+    return [p[0] for p in parts], [p[1] for p in parts], sum(len(s) for s in segments)
+
+
+SEGMENT_ROWS = 1 << 20  # at most this many rows per Arrow batch of a bucket's sorted pings
 
 
 @dataclass(frozen=True)
 class _Pings:
-    """One bucket's precise pings, sorted by customer and time (NaN for a missing accuracy)."""
+    """Precise pings sorted by customer and time (NaN for a missing accuracy)."""
 
     customer: np.ndarray
     t: np.ndarray  # microseconds since the epoch (UTC)
@@ -337,30 +330,79 @@ class _Pings:
     lon: np.ndarray
     accuracy_m: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.customer)
+
+    def rows(self, a: int, b: int) -> _Pings:
+        return _Pings(self.customer[a:b], self.t[a:b], self.lat[a:b], self.lon[a:b], self.accuracy_m[a:b])
+
+    @staticmethod
+    def joined(parts: list[_Pings]) -> _Pings:
+        if len(parts) == 1:
+            return parts[0]
+        return _Pings(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("customer", "t", "lat", "lon", "accuracy_m"))
+        )
+
     @classmethod
-    def of_bucket(cls, con: duckdb.DuckDBPyConnection, in_bucket: str, expected_rows: int) -> _Pings:
-        table = con.execute(
+    def of_bucket(cls, con: duckdb.DuckDBPyConnection, in_bucket: str) -> list[_Pings]:
+        """One bucket's precise pings in order, as the segments (Arrow batches) DuckDB returns them in.
+
+        The relation API collects the sorted rows into Arrow batches on all cores, without a copy into
+        one contiguous array (10M pings: about 0.3 s less than a single batch).
+        """
+        table = con.sql(
             f"SELECT customer_id, epoch_us(event_time) AS t, lat, lon, accuracy_m FROM geo_input WHERE {in_bucket} "
             "ORDER BY customer_id, t"
-        ).to_arrow_table(batch_size=expected_rows)  # mostly one chunk: NumPy arrays without a copy
+        ).to_arrow_table(batch_size=SEGMENT_ROWS)
         if table.column(0).null_count or table.column(1).null_count:
             unkeyed = pc.sum(pc.or_(pc.is_null(table.column(0)), pc.is_null(table.column(1)))).as_py()
             raise ValueError(f"{unkeyed} ping(s) without customer_id or event_time: pings must be validated first")
         types = (np.int64, np.int64, np.float64, np.float64, np.float64)
-        return cls(*(table.column(i).to_numpy().astype(t, copy=False) for i, t in enumerate(types)))  # null: NaN
+        return [
+            cls(*(b.column(i).to_numpy(zero_copy_only=False).astype(t, copy=False) for i, t in enumerate(types)))
+            for b in table.to_batches()  # a null accuracy becomes NaN
+            if b.num_rows
+        ]
 
 
-def _prior_inside(con, fences: Fences, in_bucket: str, customers: np.ndarray) -> np.ndarray:
-    """The prior state's (customer, fence) pairs of these sorted customers, as sorted keys ``rank * fences + row``."""
+def _whole_customers(segments: list[_Pings], size: int) -> list[_Pings]:
+    """The sorted pings of consecutive segments cut into pieces of about ``size`` rows that hold whole
+    customers. A piece is a slice of a segment, or the pings of one customer that continue from one
+    segment into the next, joined (a copy of only those rows)."""
+    pieces: list[_Pings] = []
+    open_: list[_Pings] = []  # the last customer's pings so far: it may go on in the next segment
+    for seg in segments:
+        c = seg.customer
+        if open_ and c[0] == open_[-1].customer[-1]:
+            more = np.flatnonzero(c != c[0])
+            end = int(more[0]) if len(more) else len(c)
+            open_.append(seg.rows(0, end))
+            if end == len(c):
+                continue
+            seg = seg.rows(end, len(c))
+            c = seg.customer
+        if open_:
+            pieces.append(_Pings.joined(open_))
+        firsts = np.flatnonzero(np.concatenate([[True], c[1:] != c[:-1]]))
+        last = int(firsts[-1])
+        cuts = np.unique(np.append(firsts[np.searchsorted(firsts, np.arange(0, last, size))], last))
+        pieces += [seg.rows(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        open_ = [seg.rows(last, len(c))]
+    if open_:
+        pieces.append(_Pings.joined(open_))
+    return pieces
+
+
+def _prior_inside(con, fences: Fences, in_bucket: str) -> tuple[np.ndarray, np.ndarray]:
+    """The prior state's (customer, fence row) pairs of the bucket's customers, sorted by customer."""
     pairs = con.execute(
-        f"SELECT customer_id, unnest(inside_store_ids) AS store_id FROM geo_prior WHERE {in_bucket}"
+        f"SELECT customer_id, unnest(inside_store_ids) AS store_id FROM geo_prior WHERE {in_bucket} "
+        "ORDER BY customer_id"
     ).fetchnumpy()
-    if len(customers) == 0:
-        return np.zeros(0, dtype=np.int64)
-    rank = np.searchsorted(customers, pairs["customer_id"]).clip(max=len(customers) - 1)
-    row = fences.rows_of(pairs["store_id"])
-    known = (row >= 0) & (customers[rank] == pairs["customer_id"])
-    return np.sort(rank[known] * fences.count + row[known])
+    customer = np.asarray(pairs["customer_id"], dtype=np.int64)
+    row = fences.rows_of(np.asarray(pairs["store_id"], dtype=np.int64))
+    return customer[row >= 0], row[row >= 0]
 
 
 def _in_sorted(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -370,9 +412,9 @@ def _in_sorted(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return keys[np.searchsorted(keys, queries).clip(max=len(keys) - 1)] == queries
 
 
-def _chunk(fences: Fences, pings: _Pings, prior: np.ndarray, firsts: np.ndarray, a: int, b: int):
-    """Hits and state of pings ``a:b`` (whole customers) as two record batches."""
-    customer, lat, lon = pings.customer[a:b], pings.lat[a:b], pings.lon[a:b]
+def _chunk(fences: Fences, pings: _Pings, prior: tuple[np.ndarray, np.ndarray]):
+    """Hits and state of ``pings`` (whole customers, sorted) as two record batches."""
+    customer, lat, lon = pings.customer, pings.lat, pings.lon
     ping, fence, distance = _chunk_hits(fences, lat, lon)
     # Entry: the customer's previous ping (just before in this order) did not hit the same fence; for
     # the customer's first ping here, the previous one is the prior state's.
@@ -382,21 +424,28 @@ def _chunk(fences: Fences, pings: _Pings, prior: np.ndarray, firsts: np.ndarray,
     key = ping * fences.count + fence  # ascending: hits come in (ping, fence row) order
     was_inside = _in_sorted(key, key - fences.count)
     at_first = np.flatnonzero(first[ping])
-    if len(prior):
-        first_rank = np.searchsorted(firsts, a)  # rank of this chunk's first customer in the bucket
-        rank = np.cumsum(first)[ping[at_first]] - 1 + first_rank
-        was_inside[at_first] = _in_sorted(prior, rank * fences.count + fence[at_first])
+    prior_customer, prior_row = prior
+    lo = int(np.searchsorted(prior_customer, customer[0], side="left"))
+    hi = int(np.searchsorted(prior_customer, customer[-1], side="right"))
+    if hi > lo:
+        # Pairs as keys rank * fences + row, the rank of the customer among this piece's customers.
+        customers = customer[first]
+        rank = np.searchsorted(customers, prior_customer[lo:hi]).clip(max=len(customers) - 1)
+        known = customers[rank] == prior_customer[lo:hi]
+        keys = np.sort(rank[known] * fences.count + prior_row[lo:hi][known])
+        hit_rank = np.cumsum(first)[ping[at_first]] - 1
+        was_inside[at_first] = _in_sorted(keys, hit_rank * fences.count + fence[at_first])
     else:
         was_inside[at_first] = False
     store = fences.store_id[fence]
-    accuracy = pings.accuracy_m[a:b][ping]
+    accuracy = pings.accuracy_m[ping]
     time_type = pa.timestamp("us", tz="UTC")
     hits = pa.RecordBatch.from_arrays(
         [
             customer[ping],
             store,
             fences.ally_id[fence],
-            pa.array(pings.t[a:b][ping]).view(time_type),
+            pa.array(pings.t[ping]).view(time_type),
             distance,
             pa.array(~was_inside),
             lat[ping],
@@ -412,7 +461,7 @@ def _chunk(fences: Fences, pings: _Pings, prior: np.ndarray, firsts: np.ndarray,
     state = pa.RecordBatch.from_arrays(
         [
             customer[last_rows],
-            pa.array(pings.t[a:b][last_rows]).view(time_type),
+            pa.array(pings.t[last_rows]).view(time_type),
             pa.ListArray.from_arrays(
                 pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)), pa.array(store[at_last])
             ),

@@ -205,8 +205,11 @@ def test_buckets_of_customers_give_the_same_hits_and_state(monkeypatch):
     noon = pings["event_time"] < pd.Timestamp("2025-06-02 12:00", tz="UTC")
     fences = Fences.from_frame(stores)
     out = []
-    for rows, chunk in ((10**9, 1 << 15), (700, 50), (10**9, 1)):  # chunks of whole customers, however small
+    # Chunks of whole customers, however small, from segments of any size (a customer's pings over
+    # several segments are joined).
+    for rows, chunk, segment in ((10**9, 1 << 15, 1 << 20), (700, 50, 7), (10**9, 1, 3), (10**9, 1 << 15, 1)):
         monkeypatch.setattr(geofence, "CHUNK_PINGS", chunk)
+        monkeypatch.setattr(geofence, "SEGMENT_ROWS", segment)
         con = connect()
         con.register("morning", pings[noon])
         con.register("afternoon", pings[~noon])
@@ -224,7 +227,7 @@ def test_buckets_of_customers_give_the_same_hits_and_state(monkeypatch):
         out.append(
             [morning, *(con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in ("geo_hits", "geo_state"))]
         )
-    assert out[0] == out[1] == out[2]
+    assert out[0] == out[1] == out[2] == out[3]
     con = connect()
     con.register("p", pings)
     whole = geofence_hits(con, "SELECT * FROM p", fences, max_accuracy_m=100)
