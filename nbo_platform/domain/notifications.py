@@ -183,25 +183,30 @@ def decisions_sql(
         """
     )
     # nt_entries is in decision order (its ORDER BY); a scan without ORDER BY keeps that order
-    # (preserve_insertion_order), so the cooldown's result lines up with it row by row.
+    # (preserve_insertion_order) and a row's rowid is its position in it, so the cooldown's result
+    # lines up with the rows by position.
     entries_np = con.execute(
         "SELECT customer_id, epoch_us(event_time) AS t, pre_reason IS NULL AS open FROM nt_entries"
     ).fetchnumpy()
-    is_open = np.asarray(entries_np["open"], dtype=bool)
-    notified = np.zeros(len(is_open), dtype=bool)
-    notified[is_open] = cooldown_notified(
-        np.asarray(entries_np["customer_id"], dtype=np.int64)[is_open],
-        np.asarray(entries_np["t"], dtype=np.int64)[is_open],
-        int(round(policy.cooldown_minutes * 60e6)),
-    )
-    con.register(NOTIFIED, pa.table({"notified": notified}))
+    is_open = np.flatnonzero(np.asarray(entries_np["open"], dtype=bool))
+    notified = is_open[
+        cooldown_notified(
+            np.asarray(entries_np["customer_id"], dtype=np.int64)[is_open],
+            np.asarray(entries_np["t"], dtype=np.int64)[is_open],
+            int(round(policy.cooldown_minutes * 60e6)),
+        )
+    ]
+    # The notified entries' positions, joined on rowid: a hash join on all cores with the few notified
+    # entries as its build side, which keeps the entries' order (a POSITIONAL JOIN runs on one core:
+    # 9.8M decisions written in 8.8 s instead of 4.8 s).
+    con.register(NOTIFIED, pa.table({"pos": pa.array(notified, pa.int64())}))
     return f"""
         WITH decided AS (
             SELECT e.*, coalesce(e.pre_reason, CASE
-                       WHEN NOT n.notified THEN 'throttled'
+                       WHEN n.pos IS NULL THEN 'throttled'
                        WHEN {holdout_bucket_sql("e.customer_id", "e.campaign_id")} < e.holdout_pct THEN 'holdout'
                        ELSE 'sent' END) AS reason
-            FROM nt_entries e POSITIONAL JOIN {NOTIFIED} n
+            FROM nt_entries e LEFT JOIN {NOTIFIED} n ON n.pos = e.rowid
         )
         SELECT {notification_id_sql("customer_id", "store_id", "event_time")} AS notification_id,
                customer_id, ally_id, store_id,
