@@ -31,8 +31,8 @@ def campaign(cid, ally, priority=1, holdout=0.0, start=T0 - timedelta(days=1), e
     return dict(campaign_id=cid, ally_id=ally, starts_at=start, ends_at=end, priority=priority, holdout_pct=holdout)
 
 
-def decide(con, entries, customers, campaigns, prior=None, cooldown=60):
-    """entries: (customer_id, store_id, ally_id, minutes after T0, distance_m)."""
+def decide_table(con, entries, customers, campaigns, prior=None, cooldown=60) -> str:
+    """The decisions table of entries: (customer_id, store_id, ally_id, minutes after T0, distance_m)."""
     con.register(
         "e",
         pd.DataFrame(
@@ -56,6 +56,12 @@ def decide(con, entries, customers, campaigns, prior=None, cooldown=60):
         Policy(cooldown_minutes=cooldown),
         prior_notified=prior_sql,
     )
+    return table
+
+
+def decide(con, entries, customers, campaigns, prior=None, cooldown=60):
+    """entries: (customer_id, store_id, ally_id, minutes after T0, distance_m)."""
+    table = decide_table(con, entries, customers, campaigns, prior, cooldown)
     return con.execute(
         f"SELECT customer_id, store_id, campaign_id, reason, channel, status, "
         f"epoch(event_time - TIMESTAMPTZ '{T0.isoformat()}') / 60 AS minute FROM {table} ORDER BY event_time, rowid"
@@ -256,3 +262,26 @@ def test_decisions_hold_the_contract_however_the_entries_are_split(entries, cut,
     for ts in by_customer.values():
         ts.sort()
         assert all(b - a >= 60 for a, b in zip(ts, ts[1:], strict=False))
+
+
+def test_many_entries_are_decided_in_decision_order_with_the_cooldown_applied(con):
+    rng = np.random.default_rng(5)
+    n = 60_000  # rows over many vectors and threads
+    entries = [
+        (int(c), int(s), 10, float(m), 5.0)
+        for c, s, m in zip(rng.integers(1, 300, n), rng.integers(1, 50, n), rng.uniform(0, 600, n), strict=True)
+    ]
+    rows = con.execute(
+        "SELECT customer_id, event_time, reason FROM "
+        + decide_table(con, entries, [customer(c) for c in range(1, 300)], [campaign(7, 10, holdout=10.0)])
+        + " ORDER BY rowid"
+    ).fetchall()
+    assert [(c, t) for c, t, _ in rows] == sorted((c, t) for c, t, _ in rows)  # the table is in decision order
+    notified = {}
+    for c, t, reason in rows:  # the cooldown, replayed row by row
+        within = c in notified and t - notified[c] < timedelta(minutes=60)
+        assert (reason == "throttled") == within, (c, t, reason)
+        if reason in ("sent", "holdout"):
+            notified[c] = t
+    reasons = {r for _, _, r in rows}
+    assert reasons == {"sent", "holdout", "throttled"}
