@@ -1,5 +1,6 @@
 """Notification decisions: each step of the contract, the cooldown, holdout and channels."""
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -7,7 +8,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nbo_platform.domain.notifications import cooldown_notified, decide_notifications
+from nbo_platform.domain.notifications import cooldown_notified, decide_notifications, notification_id_sql
 from nbo_platform.domain.policy import Policy
 
 T0 = datetime(2025, 6, 2, 10, 0, tzinfo=UTC)
@@ -285,3 +286,10 @@ def test_many_entries_are_decided_in_decision_order_with_the_cooldown_applied(co
             notified[c] = t
     reasons = {r for _, _, r in rows}
     assert reasons == {"sent", "holdout", "throttled"}
+
+
+def test_notification_id_is_the_digest_of_customer_store_and_instant(con):
+    at = "2025-06-02 10:00:00.123456+00"
+    (got,) = con.execute(f"SELECT {notification_id_sql('12', '345', f'TIMESTAMPTZ {at!r}')}").fetchone()
+    micros = int(datetime(2025, 6, 2, 10, 0, 0, 123456, tzinfo=UTC).timestamp() * 1_000_000)
+    assert got == "n" + hashlib.md5(f"12|345|{micros}".encode()).hexdigest()[:20]
