@@ -33,7 +33,8 @@ class Channel(Protocol):
     kind: str
 
     def deliver(self, channel: str, date: str, batch: str, records: list[dict]) -> str:
-        """Hand ``records`` over; return where they went. Must be idempotent on ``batch``."""
+        """Hand ``records`` (one dict of JSON-ready values per notification, in time order) over;
+        return where they went. Must be idempotent on ``batch``."""
         ...
 
 

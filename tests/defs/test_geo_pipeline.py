@@ -4,6 +4,7 @@ import hashlib
 import json
 import re
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -75,6 +76,12 @@ def test_one_decision_per_entry_and_each_sent_notification_delivered_once(demo):
     outbox = [json.loads(line) for f in settings.outbox_dir.rglob("*.jsonl") for line in f.read_text().splitlines()]
     assert len(outbox) == len({r["notification_id"] for r in outbox}) == sent
     assert all(r["message"] and r["address"] for r in outbox)
+    # Each record as the notification was sent: its time (text a datetime parses), in time order per file.
+    sent_at = dict(query("SELECT notification_id, event_time FROM all_notifications"))
+    assert all(datetime.fromisoformat(r["event_time"]) == sent_at[r["notification_id"]] for r in outbox)
+    for f in settings.outbox_dir.rglob("*.jsonl"):
+        times = [datetime.fromisoformat(json.loads(line)["event_time"]) for line in f.read_text().splitlines()]
+        assert times == sorted(times), f
 
 
 def test_each_hits_file_is_in_customer_time_and_store_order(demo):

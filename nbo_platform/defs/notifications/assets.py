@@ -12,6 +12,7 @@ from datetime import date as Date
 from datetime import timedelta
 
 import dagster as dg
+import pyarrow as pa
 
 from nbo_platform.defs.geo.assets import policy_of
 from nbo_platform.defs.metadata import table_metadata
@@ -182,9 +183,12 @@ def all_notifications(context: dg.AssetExecutionContext, lake: LakeResource, war
     )
 
 
+# What a channel gets of each notification, as JSON-ready values: event_time as text, in the form
+# Python prints a UTC datetime ('2025-06-02 10:00:00.123000+00:00', no fraction on a whole second).
 DELIVERY_FIELDS = (
     "notification_id, channel, address, message, customer_id, ally_id, ally_name, store_id, store_name, "
-    "campaign_id, event_time"
+    "campaign_id, strftime(event_time, '%Y-%m-%d %H:%M:%S') || CASE WHEN microsecond(event_time) % 1000000 = 0 "
+    "THEN '' ELSE strftime(event_time, '.%f') END || '+00:00' AS event_time"
 )
 
 
@@ -194,16 +198,22 @@ def deliver_date(con, lake: Lake, date: str, channel) -> dict[str, int]:
     if sent is None:
         return {}
     log = files_sql(lake, "delivery_log", [date])
-    pending = f"SELECT {DELIVERY_FIELDS} FROM {sent}"
+    pending = f"SELECT {DELIVERY_FIELDS} FROM {sent} s"
     if log:
-        pending += f" WHERE notification_id NOT IN (SELECT notification_id FROM {log})"
-    df = con.execute(pending + " ORDER BY event_time, notification_id").df()
+        pending += f" WHERE s.notification_id NOT IN (SELECT notification_id FROM {log})"
+    # Records straight from DuckDB's rows (a pandas frame's to_dict takes 2 s for 144k records).
+    cursor = con.execute(pending + " ORDER BY s.event_time, s.notification_id")
+    fields = [d[0] for d in cursor.description]
+    by_channel: dict[str, list[dict]] = {}
+    for row in cursor.fetchall():
+        record = dict(zip(fields, row, strict=True))
+        by_channel.setdefault(record["channel"], []).append(record)
     delivered: dict[str, int] = {}
-    for ch, group in df.groupby("channel", sort=True):
-        records = group.to_dict(orient="records")
-        batch = batch_id([r["notification_id"] for r in records])
+    for ch, records in sorted(by_channel.items()):
+        ids = [r["notification_id"] for r in records]
+        batch = batch_id(ids)
         where = channel.deliver(ch, date, batch, records)
-        con.register("delivered_batch", group[["notification_id", "channel"]])
+        con.register("delivered_batch", pa.table({"notification_id": ids, "channel": [ch] * len(ids)}))
         lake.write(
             con,
             f"SELECT notification_id, channel, {sql_literal(batch)} AS batch, {sql_literal(where)} AS delivered_to, "
