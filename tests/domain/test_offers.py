@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nbo_platform.domain.offers import write_offers
+from nbo_platform.domain.offers import lookup_text_values, offer_lookup_sql, write_offers
 from nbo_platform.domain.policy import Policy, PolicyError, parse_policy
 from nbo_platform.domain.rules import DEFAULT_RULES_PATH, load_rules
 
@@ -118,6 +118,35 @@ def test_a_day_without_activity_writes_empty_tables(con, lake):
     assert (result.assigned, result.unassigned) == (0, 0)
     assert con.execute(f"SELECT count(*) FROM {assigned}").fetchone() == (0,)
     assert con.execute(f"SELECT count(*) FROM {unassigned}").fetchone() == (0,)
+
+
+def test_lookup_with_enum_text_gives_the_same_rows_in_time_order_as_text(con, lake):
+    setup(
+        con,
+        [(c, 1, t(0), income, 650) for c, income in ((1, 150000), (2, 30000), (3, 80000))],
+        [(c % 4, 10 + i, 0.5, t(i % 24, i % 60)) for i, c in enumerate(range(40))],  # customer 0: unknown
+    )
+    _, assigned, _ = offers(con, lake)
+    con.execute(
+        "CREATE TABLE offer_list AS SELECT * FROM (VALUES (1, 'new_savings', 'https://x/1'), (2, 'new_checking', "
+        "'https://x/2'), (3, 'new_home_loan', NULL)) o(offer_id, offer_name, offer_url)"
+    )
+    values = lookup_text_values(con, assigned, "offer_list")
+    assert values == {
+        "activity_type": ["deposit"],
+        "rule_id": ["new_checking", "new_home_loan", "new_savings"],
+        "offer_name": ["new_checking", "new_home_loan", "new_savings"],
+        "offer_url": ["https://x/1", "https://x/2"],
+    }
+    plain, typed = (lake.root / "plain.parquet", lake.root / "typed.parquet")
+    lake.write(con, offer_lookup_sql(assigned, "offer_list"), plain)
+    lake.write(con, offer_lookup_sql(assigned, "offer_list", values), typed)
+    read = [con.execute(f"SELECT * FROM '{f}'").fetchall() for f in (plain, typed)]
+    assert read[0] == read[1] and len(read[0]) == 30
+    assert [r[10] for r in read[1]] == sorted(r[10] for r in read[1])  # event-time order
+    assert con.execute(f"SELECT DISTINCT typeof(offer_name), typeof(rule_id) FROM '{typed}'").fetchall() == [
+        ("VARCHAR", "VARCHAR")
+    ]
 
 
 def test_policy_defaults_and_unknown_key():

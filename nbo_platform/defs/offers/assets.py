@@ -9,7 +9,7 @@ from nbo_platform.defs.metadata import table_metadata
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.reference.assets import RULES_SNAPSHOT
 from nbo_platform.defs.resources import LakeResource, WarehouseResource
-from nbo_platform.domain.offers import offer_lookup_sql, write_offers
+from nbo_platform.domain.offers import lookup_text_values, offer_lookup_sql, write_offers
 from nbo_platform.domain.rules import load_rules
 from nbo_platform.duck import connect
 
@@ -99,7 +99,9 @@ def next_best_offer_lookup(
         if not files:
             target.unlink(missing_ok=True)
             continue
-        rows += the_lake.write(con, offer_lookup_sql(f"read_parquet({files})", offers), target)
+        assignments = f"read_parquet({files})"
+        values = lookup_text_values(con, assignments, offers)
+        rows += the_lake.write(con, offer_lookup_sql(assignments, offers, values), target)
     warehouse.publish(the_lake)
     files = [str(f) for d in context.partition_keys for f in the_lake.partition_files("next_best_offer_lookup", d)]
     shown = table_metadata(con, f"SELECT * FROM read_parquet({files})", "next_best_offer_lookup") if files else {}
