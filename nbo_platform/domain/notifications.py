@@ -125,11 +125,7 @@ def decide_notifications(con: duckdb.DuckDBPyConnection, *args, **kwargs) -> str
     decisions, in decision order."""
     query = decisions_sql(con, *args, **kwargs)
     con.execute(f"CREATE OR REPLACE TEMP TABLE nt_decisions AS {query}")
-    con.unregister(NOTIFIED)
     return "nt_decisions"
-
-
-NOTIFIED = "nt_notified_arrow"
 
 
 def decisions_sql(
@@ -149,9 +145,9 @@ def decisions_sql(
     ``campaigns``: campaign_id, ally_id, starts_at, ends_at, priority, holdout_pct.
     ``prior_notified``: customer_id, event_time of earlier notifications that count for the cooldown.
 
-    The entries and the cooldown's result are prepared on ``con`` (temp table ``nt_entries`` and the
-    Arrow table ``NOTIFIED``); the query reads them, so it holds until the next call on ``con``. A
-    caller that reads the decisions once (writes them) saves their copy in memory.
+    The entries, with the cooldown's result, are prepared on ``con`` (temp table ``nt_entries``); the
+    query reads them, so it holds until the next call on ``con``. A caller that reads the decisions
+    once (writes them) saves their copy in memory.
     """
     prior = prior_notified or "SELECT NULL::BIGINT AS customer_id, NULL::TIMESTAMPTZ AS event_time WHERE false"
     cooldown = f"to_microseconds({int(round(policy.cooldown_minutes * 60_000_000))})"
@@ -206,8 +202,9 @@ def decisions_sql(
     # The notified entries are marked in place, by rowid: the table keeps its order and the decisions
     # below are a plain scan of it on all cores (a POSITIONAL JOIN with the cooldown's result runs on
     # one core: 9.8M decisions written in 8.8 s instead of 4.8 s).
-    con.register(NOTIFIED, pa.table({"pos": pa.array(notified, pa.int64())}))
-    con.execute(f"UPDATE nt_entries SET notified = true WHERE rowid IN (SELECT pos FROM {NOTIFIED})")
+    con.register("nt_notified", pa.table({"pos": pa.array(notified, pa.int64())}))
+    con.execute("UPDATE nt_entries SET notified = true WHERE rowid IN (SELECT pos FROM nt_notified)")
+    con.unregister("nt_notified")
     return f"""
         WITH decided AS (
             SELECT e.* EXCLUDE (notified), coalesce(e.pre_reason, CASE

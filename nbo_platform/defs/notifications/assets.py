@@ -19,7 +19,7 @@ from nbo_platform.defs.metadata import table_metadata
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.resources import DeliveryResource, LakeResource, WarehouseResource
 from nbo_platform.domain.delivery import batch_id
-from nbo_platform.domain.notifications import NOTIFIED, decisions_sql, notification_id_sql
+from nbo_platform.domain.notifications import decisions_sql, notification_id_sql
 from nbo_platform.duck import connect, sql_literal
 from nbo_platform.lake import Lake
 
@@ -87,7 +87,6 @@ def decide_date(con, lake: Lake, date: str, policy) -> dict:
         os.replace(staged, target)
     finally:
         staged.unlink(missing_ok=True)
-        con.unregister(NOTIFIED)
     return by_reason
 
 
