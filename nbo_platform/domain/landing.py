@@ -175,9 +175,13 @@ def _path_column(path: Path, rows: int) -> pa.DictionaryArray:
 def jsonl_lines(paths: list[Path]) -> pa.Table:
     """Every line of text files: ``_path``, ``_line`` (1-based) and ``_raw`` (the line with its line break).
 
-    The lines are cut where the bytes are, with NumPy: the file's bytes become the strings' buffer as
-    they are, so reading costs one copy of the file whatever its number of lines. The files are read
-    in parallel (NumPy and Arrow release the GIL). Text that is not UTF-8 raises ``pyarrow.ArrowInvalid``.
+    The lines are cut where the bytes are, with NumPy: the file, memory-mapped, is the strings' buffer
+    as it is, so reading copies nothing whatever its number of lines (a copy into fresh memory costs
+    more than parsing it: 1.6 GB of activities cut in 0.8 s instead of 2.6 s in a new process). The
+    files are read in parallel (NumPy and Arrow release the GIL). Text that is not UTF-8 raises
+    ``pyarrow.ArrowInvalid``. A mapped file must not be truncated while it is read: landing files are
+    written under a temporary name and renamed into place (the landing contract), and a rename leaves
+    the mapped file as it was.
     """
     files = for_each_file(_jsonl_file_lines, paths)
     return pa.table(
@@ -186,13 +190,15 @@ def jsonl_lines(paths: list[Path]) -> pa.Table:
 
 
 def _jsonl_file_lines(path: Path) -> tuple[pa.Array, pa.Array, pa.Array]:
-    data = np.fromfile(path, dtype=np.uint8)
+    # An empty file cannot be mapped.
+    buffer = pa.memory_map(str(path)).read_buffer() if path.stat().st_size else pa.py_buffer(b"")
+    data = np.frombuffer(buffer, dtype=np.uint8)
     ends = np.flatnonzero(data == 10) + 1  # each line ends after its '\n' ...
     if data.size and (not ends.size or ends[-1] != data.size):
         ends = np.append(ends, data.size)  # ... the last one maybe at the end of the file
     offsets = np.zeros(ends.size + 1, dtype=np.int64)
     offsets[1:] = ends
-    raw = pa.LargeStringArray.from_buffers(ends.size, pa.py_buffer(offsets), pa.py_buffer(data))
+    raw = pa.LargeStringArray.from_buffers(ends.size, pa.py_buffer(offsets), buffer)
     raw.validate(full=True)
     return _path_column(path, ends.size), pa.array(np.arange(1, ends.size + 1, dtype=np.int64)), raw
 

@@ -12,6 +12,7 @@ from nbo_platform.domain.landing import (
     BATCH_BYTES,
     conservation_violations,
     ingest_pending,
+    jsonl_lines,
     planned_dates,
     read_manifest,
     scan_landing,
@@ -142,16 +143,32 @@ def test_jsonl_lines_line_breaks_blank_lines_and_text_that_is_not_utf8(settings,
         + json.dumps(activity(2, activity_type="d\u00e9p\u00f4t")).encode()  # 6: no line break at the end
     )
     (d / "b.jsonl").write_bytes(json.dumps(activity(3)).encode() + b"\n\xff\xfe\n")
+    (d / "c.jsonl").write_bytes(b"")  # empty: no records (and nothing to memory-map)
     results, _ = ingest(settings, lake, con)
     by_file = {r.file: r for r in results}
     a = by_file["a.jsonl"]
     assert (a.status, a.rows_read, a.rows_new, a.rows_quarantined) == ("ingested", 4, 2, 2)
+    c = by_file["c.jsonl"]
+    assert (c.status, c.rows_read, c.rows_quarantined) == ("ingested", 0, 0)
     assert by_file["b.jsonl"].status == "unreadable" and "UTF" in by_file["b.jsonl"].error
     assert [(r[1], r[3]) for r in lake_rows(con, lake)] == [(1, "deposit"), (2, "dépôt")]
     assert con.execute(
         f"SELECT line, reason, raw FROM read_parquet('{lake.table_dir('quarantine')}/**/*.parquet') ORDER BY line"
     ).fetchall() == [(4, "unparseable JSON", "{not json"), (5, "unparseable JSON", "\t")]
     assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
+
+
+def test_jsonl_lines_keep_the_text_read_when_the_file_is_replaced(tmp_path):
+    # The lines are the memory-mapped file: a file renamed over it (how landing files are written)
+    # leaves them as they were read.
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}\n')
+    lines = jsonl_lines([path])
+    (tmp_path / "b.jsonl").write_bytes(b"changed\n")
+    (tmp_path / "b.jsonl").replace(path)
+    assert lines.column("_raw").to_pylist() == ['{"a": 1}\n', '{"a": 2}\n']
+    assert lines.column("_line").to_pylist() == [1, 2]
+    assert jsonl_lines([path]).column("_raw").to_pylist() == ["changed\n"]
 
 
 def test_planned_dates_are_the_dates_ingestion_writes(settings, lake, con):
