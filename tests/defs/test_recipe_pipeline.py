@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -11,6 +12,8 @@ from nbo_platform.definitions import build_defs
 from nbo_platform.defs.ingestion.sensors import landing_zone_sensor, plan_landing_runs
 from nbo_platform.defs.resources import build_resources
 from nbo_platform.domain.rules import DEFAULT_RULES_PATH
+from nbo_platform.duck import connect
+from nbo_platform.lake import Lake
 from nbo_platform.recipe import EXPECTED_LOOKUP, write_recipe
 
 START = datetime(2025, 6, 2, 9, tzinfo=UTC)
@@ -83,6 +86,35 @@ def test_rerunning_a_partition_gives_identical_tables(settings, run_pipeline, wa
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations["rows_conserved"] and evaluations["every_activity_accounted_for"]
     assert evaluations["rules_lint"] is False  # the recipe's rule 4 is shadowed: a warning
+
+
+def test_the_accounting_check_reports_a_repeated_and_a_lost_offer_row(settings, run_pipeline):
+    write_recipe(settings.data_dir, start=START)
+    run_pipeline()
+    lake = Lake(settings.lake_uri)
+    day = START.date().isoformat()
+    (assigned,) = lake.partition_files("next_best_offer", day)
+    con = connect()
+    # Activity 1's row written twice, activity 2's lost.
+    con.execute(
+        f"COPY (SELECT * FROM read_parquet('{assigned}') WHERE activity_id <> 2 UNION ALL "
+        f"SELECT * FROM read_parquet('{assigned}') WHERE activity_id = 1) TO '{assigned}.tmp' (FORMAT parquet)"
+    )
+    Path(f"{assigned}.tmp").replace(assigned)
+    defs = build_defs(settings)
+    key = dg.AssetCheckKey(dg.AssetKey("next_best_offer"), "every_activity_accounted_for")
+    result = dg.materialize(
+        list(defs.assets) + list(defs.asset_checks),
+        selection=dg.AssetSelection.checks(key),
+        resources=defs.resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["details"].value == (
+        f"{day}: 1 activities without a row, 0 rows without activity, 1 repeated"
+    )
 
 
 def test_bad_activity_rows_are_quarantined_and_accounted_for(settings, run_pipeline, warehouse):

@@ -4,6 +4,7 @@ import dagster as dg
 
 from nbo_platform.defs.partitions import checked_dates
 from nbo_platform.defs.resources import LakeResource
+from nbo_platform.domain.offers import account_for_activities
 from nbo_platform.duck import connect
 
 
@@ -33,17 +34,14 @@ def every_activity_accounted_for(context: dg.AssetCheckExecutionContext, lake: L
                 else "SELECT NULL::BIGINT AS activity_id WHERE false"
             )
 
-        missing, extra, dupes = con.execute(
-            f"""
-            WITH out AS ({ids("next_best_offer")} UNION ALL {ids("next_best_offer_unassigned")}),
-                 act AS ({ids("customer_activity")})
-            SELECT (SELECT count(*) FROM act ANTI JOIN out USING (activity_id)),
-                   (SELECT count(*) FROM out ANTI JOIN act USING (activity_id)),
-                   (SELECT count(*) - count(DISTINCT activity_id) FROM out)
-            """
-        ).fetchone()
-        if missing or extra or dupes:
-            problems.append(f"{d}: {missing} activities without a row, {extra} rows without activity, {dupes} repeated")
+        out = f"{ids('next_best_offer')} UNION ALL {ids('next_best_offer_unassigned')}"
+        found = account_for_activities(con, ids("customer_activity"), out)
+        if not found.exact:
+            problems.append(
+                f"{d}: {found.missing} activities without a row, {found.extra} rows without activity, "
+                f"{found.repeated} repeated"
+                + (f", {found.repeated_activities} activities repeated" if found.repeated_activities else "")
+            )
     return dg.AssetCheckResult(
         passed=not problems, metadata={"dates_checked": len(dates), "details": "\n".join(problems) or "none"}
     )
