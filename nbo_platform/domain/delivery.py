@@ -38,6 +38,10 @@ class Channel(Protocol):
         ...
 
 
+# One encoder for every record (``json.dumps`` with options builds a new one per call).
+_RECORD_ENCODER = json.JSONEncoder(default=str, sort_keys=True)
+
+
 class LocalOutbox:
     kind = "outbox"
 
@@ -50,8 +54,7 @@ class LocalOutbox:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
             with open(tmp, "w") as fh:
-                for r in records:
-                    fh.write(json.dumps(r, default=str, sort_keys=True) + "\n")
+                fh.writelines(_RECORD_ENCODER.encode(r) + "\n" for r in records)
             os.replace(tmp, target)
         return str(target)
 
