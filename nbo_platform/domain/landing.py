@@ -966,7 +966,7 @@ def _event_dates(con: duckdb.DuckDBPyConnection, paths: list[Path], feed: Feed, 
         records = f"SELECT _path, {c.name} FROM {source} WHERE _parse_error IS NULL"
     try:
         rows = con.execute(
-            f"SELECT _path, coalesce(list(DISTINCT day::VARCHAR) FILTER (day IS NOT NULL), []) "
+            f"SELECT _path, coalesce(list(DISTINCT day) FILTER (day IS NOT NULL)::VARCHAR[], []) "
             f"FROM (SELECT _path, {day} AS day FROM ({records})) GROUP BY _path"
         ).fetchall()
     except _READ_ERRORS as e:
