@@ -47,3 +47,20 @@ def sql_literal(value: object) -> str:
     if isinstance(value, int | float):
         return repr(value)
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def count_repeats(con: duckdb.DuckDBPyConnection, relation: str, column: str) -> int:
+    """Rows of ``relation`` (SQL) whose ``column`` is NULL or repeats an earlier row's value, exactly.
+
+    Distinct 64-bit hashes of the values are counted first (9.8M notification ids: 1.5 s -> 1.0 s
+    against distinct text): as many as the values that are not NULL proves them all distinct; fewer
+    (a repeat, or two values with one hash) is settled by counting the distinct values themselves.
+    """
+    rows, present, hashes = con.execute(
+        f"SELECT count(*), count({column}), count(DISTINCT hash({column})) FILTER ({column} IS NOT NULL) "
+        f"FROM ({relation})"
+    ).fetchone()
+    if hashes == present:
+        return int(rows - present)
+    (distinct,) = con.execute(f"SELECT count(DISTINCT {column}) FROM ({relation})").fetchone()
+    return int(rows - distinct)

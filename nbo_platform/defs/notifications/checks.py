@@ -5,7 +5,7 @@ import dagster as dg
 from nbo_platform.defs.notifications.assets import files_sql
 from nbo_platform.defs.partitions import checked_dates
 from nbo_platform.defs.resources import LakeResource
-from nbo_platform.duck import connect
+from nbo_platform.duck import connect, count_repeats
 
 
 @dg.asset_check(
@@ -34,12 +34,10 @@ def one_decision_per_entry(context: dg.AssetCheckExecutionContext, lake: LakeRes
             if hits
             else f"SELECT {none} WHERE false"
         )
-        undecided, repeated = con.execute(
-            f"""
-            SELECT (SELECT count(*) FROM ({entries}) e ANTI JOIN {decided} n USING (customer_id, store_id, event_time)),
-                   (SELECT count(*) - count(DISTINCT notification_id) FROM {decided})
-            """
+        (undecided,) = con.execute(
+            f"SELECT count(*) FROM ({entries}) e ANTI JOIN {decided} n USING (customer_id, store_id, event_time)"
         ).fetchone()
+        repeated = count_repeats(con, f"SELECT notification_id FROM {decided}", "notification_id")
         if undecided or repeated:
             problems.append(f"{d}: {undecided} entries without a decision, {repeated} repeated decisions")
     return dg.AssetCheckResult(
