@@ -189,9 +189,19 @@ def jsonl_lines(paths: list[Path]) -> pa.Table:
     )
 
 
+def _file_bytes(path: Path) -> pa.Buffer:
+    """The file's bytes, memory-mapped; read into memory where the file system cannot map it, and for
+    an empty file (which cannot be mapped)."""
+    if not path.stat().st_size:
+        return pa.py_buffer(b"")
+    try:
+        return pa.memory_map(str(path)).read_buffer()
+    except OSError:
+        return pa.py_buffer(path.read_bytes())
+
+
 def _jsonl_file_lines(path: Path) -> tuple[pa.Array, pa.Array, pa.Array]:
-    # An empty file cannot be mapped.
-    buffer = pa.memory_map(str(path)).read_buffer() if path.stat().st_size else pa.py_buffer(b"")
+    buffer = _file_bytes(path)
     data = np.frombuffer(buffer, dtype=np.uint8)
     ends = np.flatnonzero(data == 10) + 1  # each line ends after its '\n' ...
     if data.size and (not ends.size or ends[-1] != data.size):

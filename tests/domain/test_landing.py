@@ -171,6 +171,18 @@ def test_jsonl_lines_keep_the_text_read_when_the_file_is_replaced(tmp_path):
     assert jsonl_lines([path]).column("_raw").to_pylist() == ["changed\n"]
 
 
+def test_jsonl_lines_are_read_into_memory_where_the_file_cannot_be_mapped(tmp_path, monkeypatch):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}')
+    mapped = jsonl_lines([path])
+
+    def cannot_map(*args, **kwargs):
+        raise OSError("mmap not supported")
+
+    monkeypatch.setattr(pa, "memory_map", cannot_map)
+    assert jsonl_lines([path]).equals(mapped)
+
+
 def test_planned_dates_are_the_dates_ingestion_writes(settings, lake, con):
     d = settings.landing_dir / "customer_activity"
     write_jsonl(
