@@ -10,6 +10,7 @@ import pytest
 from nbo_platform.domain.feeds import CUSTOMER_ACTIVITY, LOCATION_PINGS
 from nbo_platform.domain.landing import (
     BATCH_BYTES,
+    _jsonl_event_dates,
     conservation_violations,
     ingest_pending,
     jsonl_lines,
@@ -227,6 +228,43 @@ def test_planned_dates_are_the_dates_ingestion_writes(settings, lake, con):
     results, _ = ingest(settings, lake, con)
     assert {r.file: set(r.dates) for r in results} == planned
     assert [r.status for r in results] == ["ingested"] * 2 + ["unreadable"] + ["ingested"] * 4
+
+
+def test_jsonl_dates_are_planned_by_duckdbs_reader_as_ingestion_writes_them(settings, lake, con):
+    d = settings.landing_dir / "customer_activity"
+    lines = {
+        # A repeated key: the first one is the record's, in planning as in ingestion.
+        "1.jsonl": [
+            '{"customer_id": 1, "activity_id": 1, "activity_type": "deposit", "propensity_to_buy": 0.1, '
+            '"event_time": "2025-03-01T10:00:00Z", "event_time": "2025-03-03T10:00:00Z"}'
+        ],
+        # A record longer than what DuckDB reads by default (objects of 16 MB, in buffers of 32 MB).
+        "2.jsonl": [json.dumps(activity(2, event_time="2025-03-03T01:00:00Z", ip_address="1" * (34 << 20)))],
+        # Not records: their (missing) event time is not the ingestion's date ...
+        "3.jsonl": ["{bad", "[1]", "null", '"text"', "", json.dumps(activity(3, event_time="2025-03-01T01:00:00Z"))],
+        # ... but a record without event time is, and one that is rejected for a missing customer may
+        # add its date (never fewer dates than ingestion writes).
+        "4.jsonl": [json.dumps(activity(4, event_time=None)), '{"event_time": "2025-03-03T00:00:00Z"}'],
+    }
+    d.mkdir(parents=True)
+    for name, text in lines.items():
+        (d / name).write_text("\n".join(text) + "\n")
+    pending, _ = scan_landing(con, lake, settings.landing_dir, CUSTOMER_ACTIVITY)
+    day = "CAST(make_timestamp(epoch_us(coalesce(TRY_CAST(event_time AS TIMESTAMPTZ), "
+    day += f"TIMESTAMPTZ '{NOW.isoformat()}'))) AS DATE)"
+    # DuckDB's reader itself, not the line-by-line reading it falls back to.
+    fast = _jsonl_event_dates(con, [f.path for f in pending], CUSTOMER_ACTIVITY, day)
+    assert {Path(p).name: ds for p, ds in fast.items()} == {
+        "1.jsonl": {"2025-03-01"},
+        "2.jsonl": {"2025-03-03"},
+        "3.jsonl": {"2025-03-01"},
+        "4.jsonl": {"2025-03-02", "2025-03-03"},
+    }
+    planned = planned_dates(con, pending, CUSTOMER_ACTIVITY, NOW)
+    assert planned == {Path(p).name: ds for p, ds in fast.items()}
+    results, _ = ingest(settings, lake, con)
+    written = {r.file: set(r.dates) for r in results}
+    assert written == {**planned, "4.jsonl": {"2025-03-02"}}
 
 
 def test_csv_with_a_short_row_and_parquet_with_a_missing_column(settings, lake, con):
