@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
 from nbo_platform.defs.ingestion.sensors import plan_landing_runs
-from nbo_platform.defs.resources import LandingZoneResource
+from nbo_platform.defs.resources import LandingZoneResource, build_resources
 from nbo_platform.domain.landing import find_reference_file
 from nbo_platform.lake import Lake
 from nbo_platform.settings import Settings
@@ -59,13 +60,18 @@ def run_pipeline(
     echo: Callable[[str], None] = print,
     log_level: str = "WARNING",
 ) -> RunReport:
-    from nbo_platform.definitions import build_defs
+    landing: LandingZoneResource = build_resources(settings)["landing"]
+    lake = Lake(settings.lake_uri, settings.parquet_version)
+    # The plan needs only the landing zone and the lake: it is made (in DuckDB, which releases the GIL)
+    # while the definitions are imported and built, seconds of single-threaded Python (dbt, matplotlib).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbo-plan") as pool:
+        planned = pool.submit(plan_landing_runs, lake, landing)
+        from nbo_platform.definitions import build_defs
 
-    defs = build_defs(settings)
+        defs = build_defs(settings)
+        plan = planned.result()
     assets = list(defs.assets or []) + list(defs.asset_checks or [])
     resources = defs.resources or {}
-    landing: LandingZoneResource = resources["landing"]
-    lake = Lake(settings.lake_uri, settings.parquet_version)
     report = RunReport()
 
     def materialize(keys: list[str], partition: str | None, label: str = "reference") -> None:
@@ -88,7 +94,6 @@ def run_pipeline(
             report.step_seconds[event.step_key] = report.step_seconds.get(event.step_key, 0.0) + ms / 1000
         echo(f"  {partition or label:<10}  {', '.join(keys)}  ({seconds:.1f} s)")
 
-    plan = plan_landing_runs(lake, landing)
     reference = ["offers", "nbo_rules"]
     has_customers = find_reference_file(landing.reference_dir, "customers") or lake.has_files("customer_updates")
     # The first date's run rebuilds customers anyway when it ingests customer changes, before any
