@@ -242,9 +242,13 @@ def test_jsonl_dates_are_planned_by_duckdbs_reader_as_ingestion_writes_them(sett
         "2.jsonl": [json.dumps(activity(2, event_time="2025-03-03T01:00:00Z", ip_address="1" * (34 << 20)))],
         # Not records: their (missing) event time is not the ingestion's date ...
         "3.jsonl": ["{bad", "[1]", "null", '"text"', "", json.dumps(activity(3, event_time="2025-03-01T01:00:00Z"))],
-        # ... but a record without event time is, and one that is rejected for a missing customer may
-        # add its date (never fewer dates than ingestion writes).
-        "4.jsonl": [json.dumps(activity(4, event_time=None)), '{"event_time": "2025-03-03T00:00:00Z"}'],
+        # ... but a record without event time is (field names are case-sensitive), and one that is
+        # rejected for a missing customer may add its date (never fewer dates than ingestion writes).
+        "4.jsonl": [
+            json.dumps(activity(4, event_time=None)),
+            json.dumps({**activity(5, event_time=None), "Event_Time": "2025-03-01T00:00:00Z"}),
+            '{"event_time": "2025-03-03T00:00:00Z"}',
+        ],
     }
     d.mkdir(parents=True)
     for name, text in lines.items():
