@@ -10,7 +10,8 @@ import pytest
 from nbo_platform.domain.feeds import CUSTOMER_ACTIVITY, LOCATION_PINGS
 from nbo_platform.domain.landing import (
     BATCH_BYTES,
-    _jsonl_event_dates,
+    _dates_by_path,
+    _jsonl_event_times_sql,
     conservation_violations,
     ingest_pending,
     jsonl_lines,
@@ -257,7 +258,7 @@ def test_jsonl_dates_are_planned_by_duckdbs_reader_as_ingestion_writes_them(sett
     day = "CAST(make_timestamp(epoch_us(coalesce(TRY_CAST(event_time AS TIMESTAMPTZ), "
     day += f"TIMESTAMPTZ '{NOW.isoformat()}'))) AS DATE)"
     # DuckDB's reader itself, not the line-by-line reading it falls back to.
-    fast = _jsonl_event_dates(con, [f.path for f in pending], CUSTOMER_ACTIVITY, day)
+    fast = _dates_by_path(con, _jsonl_event_times_sql([f.path for f in pending], CUSTOMER_ACTIVITY), day)
     assert {Path(p).name: ds for p, ds in fast.items()} == {
         "1.jsonl": {"2025-03-01"},
         "2.jsonl": {"2025-03-03"},
