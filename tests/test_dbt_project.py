@@ -46,6 +46,35 @@ def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_pat
     assert (settings.data_dir / "lake" / "marts" / "offer_mix" / "offer_mix.parquet").exists()
 
 
+
+@pytest.mark.e2e
+def test_a_mart_selected_alone_is_built_with_the_views_it_reads(settings, run_pipeline):
+    """What the web UI does when one mart is materialized: dbt's views exist only in the invocation
+    that creates them, so the models are never built apart."""
+    import dagster as dg
+
+    from nbo_platform.definitions import build_defs
+
+    write_recipe(settings.data_dir, start=datetime(2025, 6, 2, 9, tzinfo=UTC))
+    run_pipeline()
+    mart = settings.data_dir / "lake" / "marts" / "offer_mix" / "offer_mix.parquet"
+    built_before = mart.stat().st_mtime_ns
+    defs = build_defs(settings)
+    assets = [*defs.assets, *defs.asset_checks]
+    # A selection that splits the models is refused before anything runs ...
+    with pytest.raises(dg.DagsterInvalidDefinitionError) as refused:
+        dg.materialize(assets, selection=dg.AssetSelection.assets("offer_mix"), resources=defs.resources)
+    assert "does not support subsetting" in str(refused.value.__cause__)
+    # ... and the web UI's selection of one mart takes the models it cannot be built without.
+    selection = dg.AssetSelection.assets("offer_mix").required_multi_asset_neighbors()
+    result = dg.materialize(assets, selection=selection, resources=defs.resources)
+    assert result.success
+    built = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"offer_mix", "stg_next_best_offer", "int_notification_outcomes", "campaign_effectiveness"} <= built
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) > 50 and all(c.passed for c in checks)
+    assert mart.stat().st_mtime_ns > built_before
+
 def test_dbt_run_folders_carry_the_parse_state_and_are_pruned(tmp_path):
     runs = tmp_path / "dbt_runs"
     now = time.time()

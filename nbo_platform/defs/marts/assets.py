@@ -100,6 +100,22 @@ class NboDbtTranslator(DagsterDbtTranslator):
     project=dbt_project,
     dagster_dbt_translator=NboDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)),
 )
+def _dbt_project_assets(context: dg.AssetExecutionContext):
+    """Only the assets (one per model) and checks (one per test) dagster-dbt derives from the manifest."""
+
+
+# dbt builds in a new in-memory database each time: a mart built on its own would not find the
+# staging and intermediate views it reads (they exist only in the invocation that creates them). So
+# the models are one asset set that is never split: selecting any of them in the web UI, a job or an
+# automation request builds the whole project and runs every test (one `dbt build`, seconds).
+@dg.multi_asset(
+    name="nbo_dbt_models",
+    specs=list(_dbt_project_assets.specs),
+    check_specs=list(_dbt_project_assets.check_specs),
+    op_tags=_dbt_project_assets.op.tags,
+    can_subset=False,
+    allow_arbitrary_check_specs=True,
+)
 def nbo_dbt_models(
     context: dg.AssetExecutionContext,
     dbt: DbtCliResource,
