@@ -46,7 +46,6 @@ def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_pat
     assert (settings.data_dir / "lake" / "marts" / "offer_mix" / "offer_mix.parquet").exists()
 
 
-
 @pytest.mark.e2e
 def test_a_mart_selected_alone_is_built_with_the_views_it_reads(settings, run_pipeline):
     """What the web UI does when one mart is materialized: dbt's views exist only in the invocation
@@ -74,6 +73,7 @@ def test_a_mart_selected_alone_is_built_with_the_views_it_reads(settings, run_pi
     checks = result.get_asset_check_evaluations()
     assert len(checks) > 50 and all(c.passed for c in checks)
     assert mart.stat().st_mtime_ns > built_before
+
 
 def test_dbt_run_folders_carry_the_parse_state_and_are_pruned(tmp_path):
     runs = tmp_path / "dbt_runs"

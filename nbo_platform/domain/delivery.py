@@ -21,6 +21,7 @@ import json
 import os
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -32,14 +33,10 @@ def batch_id(notification_ids: list[str]) -> str:
 class Channel(Protocol):
     kind: str
 
-    def deliver(self, channel: str, date: str, batch: str, records: list[dict]) -> str:
-        """Hand ``records`` (one dict of JSON-ready values per notification, in time order) over;
-        return where they went. Must be idempotent on ``batch``."""
+    def deliver(self, channel: str, date: str, batch: str, records: Sequence[str]) -> str:
+        """Hand ``records`` (one JSON object per notification, as UTF-8 text on one line, in time
+        order) over; return where they went. Must be idempotent on ``batch``."""
         ...
-
-
-# One encoder for every record (``json.dumps`` with options builds a new one per call).
-_RECORD_ENCODER = json.JSONEncoder(default=str, sort_keys=True)
 
 
 class LocalOutbox:
@@ -48,13 +45,13 @@ class LocalOutbox:
     def __init__(self, outbox_dir: Path):
         self.outbox_dir = Path(outbox_dir)
 
-    def deliver(self, channel: str, date: str, batch: str, records: list[dict]) -> str:
+    def deliver(self, channel: str, date: str, batch: str, records: Sequence[str]) -> str:
         target = self.outbox_dir / channel / f"date={date}" / f"{batch}.jsonl"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            with open(tmp, "w") as fh:
-                fh.writelines(_RECORD_ENCODER.encode(r) + "\n" for r in records)
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write("".join(r + "\n" for r in records))
             os.replace(tmp, target)
         return str(target)
 
@@ -66,11 +63,13 @@ class WebhookChannel:
         self.url = url
         self.timeout_s = timeout_s
 
-    def deliver(self, channel: str, date: str, batch: str, records: list[dict]) -> str:
-        body = json.dumps({"channel": channel, "date": date, "batch": batch, "notifications": records}, default=str)
+    def deliver(self, channel: str, date: str, batch: str, records: Sequence[str]) -> str:
+        # The records are JSON already: the body is put together around them, not parsed and re-encoded.
+        head = json.dumps({"channel": channel, "date": date, "batch": batch})[:-1]
+        body = f'{head}, "notifications": [{", ".join(records)}]}}'
         req = urllib.request.Request(
             self.url,
-            data=body.encode(),
+            data=body.encode("utf-8"),
             method="POST",
             headers={"Content-Type": "application/json", "Idempotency-Key": batch},
         )

@@ -2,11 +2,12 @@
 
 import json
 import threading
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from nbo_platform.domain.delivery import LocalOutbox, WebhookChannel, batch_id, build_channel
 
-RECORDS = [{"notification_id": "n1", "message": "hi"}, {"notification_id": "n2", "message": "hello"}]
+RECORDS = ['{"message":"hi","notification_id":"n1"}', '{"message":"Olá, \\"José\\" ☕","notification_id":"n2"}']
 
 
 def test_batch_id_depends_on_the_ids_only():
@@ -20,7 +21,7 @@ def test_outbox_writes_a_batch_once(tmp_path):
     assert where.endswith("abc.jsonl")
     outbox.deliver("sms", "2025-06-02", "abc", RECORDS[:1])  # a retried batch is not written again
     assert (tmp_path / "sms" / "date=2025-06-02" / "abc.jsonl").read_text() == first
-    assert [json.loads(line)["notification_id"] for line in first.splitlines()] == ["n1", "n2"]
+    assert [json.loads(line) for line in first.splitlines()] == [json.loads(r) for r in RECORDS]
 
 
 def test_webhook_posts_the_batch_with_its_idempotency_key(tmp_path):
@@ -46,4 +47,34 @@ def test_webhook_posts_the_batch_with_its_idempotency_key(tmp_path):
     finally:
         server.shutdown()
     assert received[0][0] == "b1"
-    assert received[0][1]["channel"] == "push" and len(received[0][1]["notifications"]) == 2
+    assert received[0][1] == {
+        "channel": "push",
+        "date": "2025-06-02",
+        "batch": "b1",
+        "notifications": [json.loads(r) for r in RECORDS],
+    }
+
+
+def test_a_delivered_record_is_the_notification_as_json(con):
+    """DuckDB encodes each record: any text survives, keys in name order, the time as Python prints it."""
+    from nbo_platform.defs.notifications.assets import DELIVERY_RECORD
+
+    rows = con.execute(
+        f"""
+        SELECT {DELIVERY_RECORD} FROM (
+            SELECT 'n1' AS notification_id, 'sms' AS channel, '+57 300 1234567' AS address,
+                   'Olá "José"\\ 50% off' || chr(10) || 'today ☕' AS message, 7::BIGINT AS customer_id,
+                   3::BIGINT AS ally_id, 'Café & Co' AS ally_name, 11::BIGINT AS store_id, NULL::VARCHAR AS store_name,
+                   2::BIGINT AS campaign_id, TIMESTAMPTZ '2025-06-02 06:30:10.295+00' AS event_time
+            UNION ALL
+            SELECT 'n2', 'push', 'app:7', 'hi', 7, 3, 'Café & Co', 11, 'Store', 2, TIMESTAMPTZ '2025-06-02 23:59:59+00'
+        )
+        """
+    ).fetchall()
+    first, second = (json.loads(r) for (r,) in rows)
+    assert list(first) == sorted(first)
+    assert first["message"] == 'Olá "José"\\ 50% off\ntoday ☕' and first["store_name"] is None
+    assert first["event_time"] == str(datetime(2025, 6, 2, 6, 30, 10, 295000, tzinfo=UTC))
+    assert second["event_time"] == str(datetime(2025, 6, 2, 23, 59, 59, tzinfo=UTC))
+    assert (first["customer_id"], first["ally_name"], second["channel"]) == (7, "Café & Co", "push")
+    assert all("\n" not in r for (r,) in rows)  # one line per record

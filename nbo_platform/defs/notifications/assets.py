@@ -184,10 +184,13 @@ def all_notifications(context: dg.AssetExecutionContext, lake: LakeResource, war
 
 # What a channel gets of each notification, as JSON-ready values: event_time as text, in the form
 # Python prints a UTC datetime ('2025-06-02 10:00:00.123000+00:00', no fraction on a whole second).
-DELIVERY_FIELDS = (
-    "notification_id, channel, address, message, customer_id, ally_id, ally_name, store_id, store_name, "
-    "campaign_id, strftime(event_time, '%Y-%m-%d %H:%M:%S') || CASE WHEN microsecond(event_time) % 1000000 = 0 "
-    "THEN '' ELSE strftime(event_time, '.%f') END || '+00:00' AS event_time"
+# A delivered record: the notification's fields as one JSON object, keys in name order; the time as
+# Python writes an aware datetime ('2025-06-02 06:30:10.295000+00:00', no fraction on a whole second).
+DELIVERY_RECORD = (
+    "to_json(struct_pack(address, ally_id, ally_name, campaign_id, channel, customer_id, "
+    "event_time := strftime(event_time, '%Y-%m-%d %H:%M:%S') || CASE WHEN microsecond(event_time) % 1000000 = 0 "
+    "THEN '' ELSE strftime(event_time, '.%f') END || '+00:00', "
+    "message, notification_id, store_id, store_name))::VARCHAR"
 )
 
 
@@ -197,19 +200,18 @@ def deliver_date(con, lake: Lake, date: str, channel) -> dict[str, int]:
     if sent is None:
         return {}
     log = files_sql(lake, "delivery_log", [date])
-    pending = f"SELECT {DELIVERY_FIELDS} FROM {sent} s"
+    pending = f"SELECT channel, notification_id, {DELIVERY_RECORD} AS record FROM {sent} s"
     if log:
         pending += f" WHERE s.notification_id NOT IN (SELECT notification_id FROM {log})"
-    # Records straight from DuckDB's rows (a pandas frame's to_dict takes 2 s for 144k records).
-    cursor = con.execute(pending + " ORDER BY s.event_time, s.notification_id")
-    fields = [d[0] for d in cursor.description]
-    by_channel: dict[str, list[dict]] = {}
-    for row in cursor.fetchall():
-        record = dict(zip(fields, row, strict=True))
-        by_channel.setdefault(record["channel"], []).append(record)
+    # The records are encoded by DuckDB: Python only groups the text by channel (144k records: 1.6 s
+    # as dicts encoded by Python's json, 0.3 s as text).
+    by_channel: dict[str, tuple[list[str], list[str]]] = {}
+    for ch, notification_id, record in con.execute(pending + " ORDER BY s.event_time, s.notification_id").fetchall():
+        ids, records = by_channel.setdefault(ch, ([], []))
+        ids.append(notification_id)
+        records.append(record)
     delivered: dict[str, int] = {}
-    for ch, records in sorted(by_channel.items()):
-        ids = [r["notification_id"] for r in records]
+    for ch, (ids, records) in sorted(by_channel.items()):
         batch = batch_id(ids)
         where = channel.deliver(ch, date, batch, records)
         con.register("delivered_batch", pa.table({"notification_id": ids, "channel": [ch] * len(ids)}))
