@@ -9,8 +9,10 @@ Dagster UI shows Markdown.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -97,8 +99,16 @@ def trend_chart(df: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def funnel_chart(stages: list[tuple[str, int]]) -> bytes:
-    """Horizontal bars, one per stage (label, count), top to bottom."""
+def funnel_chart(stages: Sequence[tuple[str, int]]) -> bytes:
+    """Horizontal bars, one per stage (label, count), top to bottom.
+
+    The same stages give the same picture, drawn once: the campaign report's page and its Dagster
+    metadata show the same funnel."""
+    return _funnel_png(tuple((str(s), int(c)) for s, c in stages))
+
+
+@functools.lru_cache(maxsize=4)
+def _funnel_png(stages: tuple[tuple[str, int], ...]) -> bytes:
     fig = Figure(figsize=(9, 0.9 + 0.38 * len(stages)))
     if not stages or max(c for _, c in stages) == 0:
         return _empty(fig, "no geofence entries yet")

@@ -48,3 +48,14 @@ def test_pictures_are_png():
     stores = pd.DataFrame({"lat": [4.6, 4.7], "lon": [-74.1, -74.05], "radius_m": [100, 200], "category": ["a", None]})
     hits = pd.DataFrame({"lat": [4.6001], "lon": [-74.1], "is_entry": [True]})
     assert geo_map(stores, hits, "t").startswith(b"\x89PNG")
+
+
+def test_the_funnel_is_drawn_once_for_the_page_and_the_metadata():
+    from nbo_platform import charts
+
+    stages = [("entries", 10), ("throttled", 4), ("sent", 6), ("effective", 2)]
+    first = charts.funnel_chart(stages)
+    drawn = charts._funnel_png.cache_info().misses
+    assert charts.funnel_chart(list(stages)) == first and first.startswith(b"\x89PNG")
+    assert charts._funnel_png.cache_info().misses == drawn  # the second call reused the picture
+    assert charts.funnel_chart([*stages[:3], ("effective", 3)]) != first
