@@ -182,8 +182,6 @@ def all_notifications(context: dg.AssetExecutionContext, lake: LakeResource, war
     )
 
 
-# What a channel gets of each notification, as JSON-ready values: event_time as text, in the form
-# Python prints a UTC datetime ('2025-06-02 10:00:00.123000+00:00', no fraction on a whole second).
 # A delivered record: the notification's fields as one JSON object, keys in name order; the time as
 # Python writes an aware datetime ('2025-06-02 06:30:10.295000+00:00', no fraction on a whole second).
 DELIVERY_RECORD = (
@@ -203,8 +201,8 @@ def deliver_date(con, lake: Lake, date: str, channel) -> dict[str, int]:
     pending = f"SELECT channel, notification_id, {DELIVERY_RECORD} AS record FROM {sent} s"
     if log:
         pending += f" WHERE s.notification_id NOT IN (SELECT notification_id FROM {log})"
-    # The records are encoded by DuckDB: Python only groups the text by channel (144k records: 1.6 s
-    # as dicts encoded by Python's json, 0.3 s as text).
+    # The records are encoded by DuckDB: Python only groups the text by channel (144k records handed
+    # over in 0.7 s instead of 1.7 s as dicts encoded by Python's json).
     by_channel: dict[str, tuple[list[str], list[str]]] = {}
     for ch, notification_id, record in con.execute(pending + " ORDER BY s.event_time, s.notification_id").fetchall():
         ids, records = by_channel.setdefault(ch, ([], []))
