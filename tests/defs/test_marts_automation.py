@@ -34,7 +34,7 @@ def test_a_new_partition_of_an_input_requests_every_model_and_the_report(setting
     )
     second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     # The models are built together (never split), so all of them are requested, and the report after them.
-    requested = {k.to_user_string(): second.get_num_requested(k) for k in [*nbo_dbt_models.keys]}
+    requested = {k.to_user_string(): second.get_num_requested(k) for k in nbo_dbt_models.keys}
     assert requested == dict.fromkeys(requested, 1) and len(requested) == 12
     assert second.get_num_requested(dg.AssetKey("campaign_report")) == 1
     assert second.get_num_requested(dg.AssetKey("next_best_offer")) == 0
