@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 
 from nbo_platform.lake import Lake
+from nbo_platform.mart_dates import MARTS
 
 _EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 _IPV4 = r"\b[0-9]{1,3}(\.[0-9]{1,3}){3}\b"
@@ -97,16 +98,7 @@ TABLES: tuple[WarehouseTable, ...] = (
         "holdout_conversions",
         description="Holdout entries (control group) with the purchases that followed them.",
     ),
-    *(
-        WarehouseTable(m, f"marts/{m}", False, description=f"dbt mart {m} (see docs/analysts.md).")
-        for m in (
-            "campaign_effectiveness",
-            "channel_effectiveness",
-            "ally_performance",
-            "notification_funnel",
-            "offer_mix",
-        )
-    ),
+    *(WarehouseTable(m, f"marts/{m}", False, description=f"dbt mart {m} (see docs/analysts.md).") for m in MARTS),
     WarehouseTable(
         "quarantine",
         "quarantine",

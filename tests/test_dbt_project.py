@@ -43,7 +43,7 @@ def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_pat
     assert {"stg_next_best_offer", "offer_mix", "campaign_effectiveness", "notification_funnel"} <= set(statuses)
     assert len(statuses) > 50 and set(statuses.values()) <= {"success", "pass"}, statuses
     # Without geo data the geo marts are empty, not failing; the recipe's offers are all there.
-    assert (settings.data_dir / "lake" / "marts" / "offer_mix" / "offer_mix.parquet").exists()
+    assert (settings.data_dir / "lake" / "marts" / "offer_mix" / "offer_mix_2025-06-02.parquet").exists()
 
 
 @pytest.mark.e2e
@@ -56,7 +56,7 @@ def test_a_mart_selected_alone_is_built_with_the_views_it_reads(settings, run_pi
 
     write_recipe(settings.data_dir, start=datetime(2025, 6, 2, 9, tzinfo=UTC))
     run_pipeline()
-    mart = settings.data_dir / "lake" / "marts" / "offer_mix" / "offer_mix.parquet"
+    mart = settings.data_dir / "lake" / "marts" / "offer_mix" / "offer_mix_2025-06-02.parquet"
     built_before = mart.stat().st_mtime_ns
     defs = build_defs(settings)
     assets = [*defs.assets, *defs.asset_checks]
@@ -66,7 +66,8 @@ def test_a_mart_selected_alone_is_built_with_the_views_it_reads(settings, run_pi
     assert "does not support subsetting" in str(refused.value.__cause__)
     # ... and the web UI's selection of one mart takes the models it cannot be built without.
     selection = dg.AssetSelection.assets("offer_mix").required_multi_asset_neighbors()
-    result = dg.materialize(assets, selection=selection, resources=defs.resources)
+    full = {"ops": {"nbo_dbt_models": {"config": {"full_refresh": True}}}}
+    result = dg.materialize(assets, selection=selection, resources=defs.resources, run_config=full)
     assert result.success
     built = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert {"offer_mix", "stg_next_best_offer", "int_notification_outcomes", "campaign_effectiveness"} <= built

@@ -11,7 +11,9 @@
 {{ return(found.columns[0].values()[0] > 0) }}
 {%- endmacro %}
 
-{# Where a mart is exported in the lake (Parquet), for engines other than DuckDB. #}
-{% macro mart_location(name) -%}
-{{ lake_root() }}/marts/{{ name }}/{{ name }}.parquet
+{# The file of one date of a mart: in the lake (lake/marts/<mart>/), where the warehouse's views and
+   other engines read it, or under NBO_MART_OUTPUT when it is set: the Dagster asset has dbt write
+   there and moves the files into the lake once every test has passed. #}
+{% macro mart_file(name, date) -%}
+{{ env_var('NBO_MART_OUTPUT', lake_root() ~ '/marts') }}/{{ name }}/{{ name }}_{{ date }}.parquet
 {%- endmacro %}

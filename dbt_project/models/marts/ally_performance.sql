@@ -1,4 +1,4 @@
-{{ config(materialized='external', location=mart_location('ally_performance')) }}
+{{ config(post_hook="{{ export_mart_by_date(this, 'date') }}") }}
 
 -- What the bank reports to each ally: how many of its customers' visits were entries, how many
 -- were notified, and what the notifications brought in against the holdout group.

@@ -1,4 +1,4 @@
-{{ config(materialized='external', location=mart_location('campaign_effectiveness')) }}
+{{ config(post_hook="{{ export_mart_by_date(this, 'date') }}") }}
 
 with outcomes as (
     select * from {{ ref('int_notification_outcomes') }}

@@ -1,4 +1,4 @@
-{{ config(materialized='external', location=mart_location('notification_funnel')) }}
+{{ config(post_hook="{{ export_mart_by_date(this, 'date') }}") }}
 
 -- Per day: geofence entries, what stopped each one, what was sent and what worked.
 with decisions as (

@@ -1,4 +1,4 @@
-{{ config(materialized='external', location=mart_location('offer_mix')) }}
+{{ config(post_hook="{{ export_mart_by_date(this, 'activity_date') }}") }}
 
 -- Each assignment carries the customer version it was computed with (income, FICO), so its segment
 -- is the one the rules saw: no join back to the customer history is needed.

@@ -1,7 +1,7 @@
 -- depends_on: {{ source('lake', 'effective_notifications') }}
 with source as (
     {% if lake_has('effective_notifications') %}
-    select * from {{ source('lake', 'effective_notifications') }}
+    select * from {{ source('lake', 'effective_notifications') }} where {{ in_mart_dates('date') }}  -- date: the lake partition
     {% else %}
     select null::varchar as notification_id, null::bigint as transaction_id, null::bigint as customer_id,
            null::bigint as ally_id, null::bigint as campaign_id, null::varchar as channel,

@@ -1,7 +1,7 @@
 -- depends_on: {{ source('lake', 'next_best_offer') }}
 with source as (
     {% if lake_has('next_best_offer') %}
-    select * from {{ source('lake', 'next_best_offer') }}
+    select * from {{ source('lake', 'next_best_offer') }} where {{ in_mart_dates('date') }}  -- date: the lake partition
     {% else %}
     select null::bigint as activity_id, null::bigint as customer_id, null::bigint as offer_id,
            null::varchar as rule_id, null::varchar as activity_type, null::double as propensity_to_buy,

@@ -1,7 +1,7 @@
 -- depends_on: {{ source('lake', 'notifications') }}
 with source as (
     {% if lake_has('notifications') %}
-    select * from {{ source('lake', 'notifications') }}
+    select * from {{ source('lake', 'notifications') }} where {{ in_mart_dates('date') }}  -- date: the lake partition
     {% else %}
     select null::varchar as notification_id, null::bigint as customer_id, null::bigint as ally_id,
            null::bigint as store_id, null::bigint as campaign_id, null::varchar as channel,

@@ -2,8 +2,10 @@
 
 Each dbt model is an asset whose lineage reaches the Python assets through the sources' ``meta``
 (``dagster.asset_key``); dbt tests appear as asset checks. dbt builds in an in-memory database of its
-own (never the analysts' warehouse) and exports every mart to the lake as Parquet
-(``lake/marts/<mart>/``), where the warehouse's views pick them up.
+own (never the analysts' warehouse) and writes each mart as one Parquet file per date; once every
+test has passed the files are moved into the lake (``lake/marts/<mart>/<mart>_<date>.parquet``),
+where the warehouse's views pick them up. A build covers only the days whose inputs changed since
+the last one (``nbo_platform.mart_dates``).
 """
 
 import os
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from pydantic import Field
 
 from nbo_platform import charts
 from nbo_platform.campaign_report import campaign_figures, report_path, write_report
@@ -21,10 +24,10 @@ from nbo_platform.defs.metadata import image, table_metadata
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource, WarehouseResource
 from nbo_platform.duck import connect
 from nbo_platform.lake import Lake
+from nbo_platform.mart_dates import MARTS, build_lock, plan_mart_dates, publish_build
 from nbo_platform.settings import REPO_ROOT
 
 DBT_DIR = REPO_ROOT / "dbt_project"
-MARTS = ("campaign_effectiveness", "channel_effectiveness", "ally_performance", "notification_funnel", "offer_mix")
 
 dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
 
@@ -78,7 +81,7 @@ def dbt_target_path(
 
 
 def prepare_mart_dirs(lake_root: Path) -> None:
-    """dbt-duckdb writes each external mart into its lake folder, which must exist."""
+    """dbt run by hand writes each mart's files into its lake folder, which must exist."""
     for mart in MARTS:
         (lake_root / "marts" / mart).mkdir(parents=True, exist_ok=True)
 
@@ -115,10 +118,20 @@ def _dbt_project_assets(context: dg.AssetExecutionContext):
     """Only the assets (one per model) and checks (one per test) dagster-dbt derives from the manifest."""
 
 
+class MartsConfig(dg.Config):
+    full_refresh: bool = Field(
+        default=False,
+        description="Rebuild every date of the marts, not only the days whose inputs changed since the last build.",
+    )
+
+
 # dbt builds in a new in-memory database each time: a mart built on its own would not find the
 # staging and intermediate views it reads (they exist only in the invocation that creates them). So
 # the models are one asset set that is never split: selecting any of them in the web UI, a job or an
-# automation request builds the whole project and runs every test (one `dbt build`, seconds).
+# automation request builds the whole project and runs every test (one `dbt build`, seconds), on the
+# days whose inputs changed since the last build (every day with `full_refresh`). The marts reach the
+# lake only when the whole build passed: a failing test leaves them, and the record of what they were
+# built from, as they were, and the next build covers the same days again.
 @dg.multi_asset(
     name="nbo_dbt_models",
     specs=list(_dbt_project_assets.specs),
@@ -129,6 +142,7 @@ def _dbt_project_assets(context: dg.AssetExecutionContext):
 )
 def nbo_dbt_models(
     context: dg.AssetExecutionContext,
+    config: MartsConfig,
     dbt: DbtCliResource,
     lake: LakeResource,
     landing: LandingZoneResource,
@@ -138,13 +152,31 @@ def nbo_dbt_models(
     # dbt's profile and sources read these; the subprocess inherits them.
     os.environ["NBO_DATA_DIR"] = landing.data_dir
     os.environ["NBO_LAKE_URI"] = str(the_lake.root)
-    prepare_mart_dirs(the_lake.root)
-    target = dbt_target_path(landing.state_dir, context.run_id)
-    for event in dbt.cli(["build"], context=context, target_path=target).stream():
-        name = getattr(event, "output_name", None)
-        if isinstance(event, dg.Output) and name in MARTS:
-            event = event.with_metadata({**event.metadata, **mart_metadata(the_lake, name)})
-        yield event
+    marts = []  # the marts' outputs, reported once their files are in the lake
+    with build_lock(the_lake):
+        plan = plan_mart_dates(the_lake, full_refresh=config.full_refresh)
+        context.log.info(f"marts: dates to build: {plan.summary()} ({plan.reason})")
+        staged = the_lake.root / ".staging" / f"marts-{uuid.uuid4().hex}"
+        for mart in MARTS:
+            (staged / mart).mkdir(parents=True)
+        os.environ["NBO_MART_DATES"] = plan.env_value
+        os.environ["NBO_MART_OUTPUT"] = str(staged)
+        try:
+            target = dbt_target_path(landing.state_dir, context.run_id)
+            for event in dbt.cli(["build"], context=context, target_path=target).stream():
+                if isinstance(event, dg.Output) and event.output_name in MARTS:
+                    marts.append(event)
+                else:
+                    yield event
+            placed = publish_build(the_lake, plan, staged)
+        finally:
+            os.environ.pop("NBO_MART_DATES", None)
+            os.environ.pop("NBO_MART_OUTPUT", None)
+            shutil.rmtree(staged, ignore_errors=True)
+    context.log.info(f"marts: {placed} file(s) placed in {the_lake.root / 'marts'}")
+    built = {"dates_built": plan.summary(), "dates_built_because": plan.reason}
+    for event in marts:
+        yield event.with_metadata({**event.metadata, **built, **mart_metadata(the_lake, event.output_name)})
     warehouse.publish(the_lake)
 
 
@@ -197,7 +229,8 @@ def campaign_report(lake: LakeResource, landing: LandingZoneResource) -> dg.Mate
 marts_daily_job = dg.define_asset_job(
     "marts_daily",
     selection=dg.AssetSelection.groups("marts"),
-    description="Rebuild every dbt model and run its tests.",
+    description="Build the dbt models for the days whose inputs changed (every day with the config "
+    "`full_refresh: true`) and run every test.",
 )
 
 marts_daily_schedule = dg.ScheduleDefinition(
