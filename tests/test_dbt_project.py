@@ -1,13 +1,19 @@
 """The dbt project builds and passes its tests on the lake the pipeline writes."""
 
+import json
 import os
+import shutil
 import time
 from datetime import UTC, datetime
 
+import dagster as dg
 import pytest
 from dbt.cli.main import dbtRunner
 
+from nbo_platform.definitions import build_defs
 from nbo_platform.defs.marts.assets import PARTIAL_PARSE, dbt_target_path, prepare_mart_dirs
+from nbo_platform.lake import Lake
+from nbo_platform.mart_dates import plan_mart_dates
 from nbo_platform.recipe import write_recipe
 from nbo_platform.settings import REPO_ROOT
 
@@ -50,10 +56,6 @@ def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_pat
 def test_a_mart_selected_alone_is_built_with_the_views_it_reads(settings, run_pipeline):
     """What the web UI does when one mart is materialized: dbt's views exist only in the invocation
     that creates them, so the models are never built apart."""
-    import dagster as dg
-
-    from nbo_platform.definitions import build_defs
-
     write_recipe(settings.data_dir, start=datetime(2025, 6, 2, 9, tzinfo=UTC))
     run_pipeline()
     mart = settings.data_dir / "lake" / "marts" / "offer_mix" / "offer_mix_2025-06-02.parquet"
@@ -133,3 +135,37 @@ def test_the_dbt_resource_knows_the_cli_version_without_running_it(monkeypatch):
     assert str(version) in printed and version.major == 1
     # No dbt adapter is loaded in this process: the dbt asset asks nothing of it.
     assert resource._initialize_dbt_core_adapter(["build"]) is None
+
+
+@pytest.mark.e2e
+def test_a_failing_dbt_test_leaves_the_marts_and_their_record_as_they_were(settings, run_pipeline):
+    write_recipe(settings.data_dir, start=datetime(2025, 6, 2, 9, tzinfo=UTC))
+    run_pipeline()
+    lake = Lake(settings.lake_uri)
+    marts = lake.root / "marts"
+
+    def state() -> dict:
+        return {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in marts.rglob("*") if f.is_file()}
+
+    before = state()
+    assert (marts / ".built_from.json") in before
+    # Every assignment of the day twice: the uniqueness test of stg_next_best_offer fails.
+    (assignments,) = lake.partition_files("next_best_offer", "2025-06-02")
+    shutil.copyfile(assignments, assignments.with_name("again.parquet"))
+    defs = build_defs(settings)
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=dg.AssetSelection.assets("offer_mix").required_multi_asset_neighbors(),
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failed = {c.check_name for c in result.get_asset_check_evaluations() if not c.passed}
+    assert "unique_stg_next_best_offer_activity_id" in failed
+    # The marts the failure did not stop (campaign_effectiveness, ...) were built but not published.
+    results = max((settings.state_dir / "dbt_runs").glob("*/run_results.json"), key=lambda p: p.stat().st_mtime_ns)
+    statuses = {r["unique_id"].split(".")[-1]: r["status"] for r in json.loads(results.read_text())["results"]}
+    assert (statuses["campaign_effectiveness"], statuses["offer_mix"]) == ("success", "skipped")
+    assert state() == before
+    assert not list((lake.root / ".staging").glob("marts-*"))
+    assert plan_mart_dates(lake).dates == ["2025-06-02"]  # still due

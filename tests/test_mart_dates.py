@@ -7,7 +7,7 @@ import pytest
 
 from nbo_platform.duck import connect
 from nbo_platform.lake import Lake
-from nbo_platform.mart_dates import MARTS, RECORD, mart_file, plan_mart_dates, publish_build
+from nbo_platform.mart_dates import MARTS, RECORD, build_lock, mart_file, plan_mart_dates, publish_build
 
 DAYS = ("2025-06-01", "2025-06-02", "2025-06-03")
 
@@ -110,3 +110,30 @@ def test_an_incomplete_build_places_nothing_and_records_nothing(lake, tmp_path):
         publish_build(lake, plan, staged)
     assert {f: f.stat().st_mtime_ns for f in (lake.root / "marts").rglob("*") if f.is_file()} == before
     assert plan_mart_dates(lake).dates == [DAYS[1]]  # still due
+
+
+def test_builds_of_one_lake_take_turns(lake):
+    import threading
+
+    order = []
+    first_in = threading.Event()
+
+    def first():
+        with build_lock(lake):
+            order.append("first in")
+            first_in.set()
+            second_thread.join(timeout=0.3)  # the second is waiting meanwhile
+            order.append("first out")
+
+    def second():
+        first_in.wait()
+        with build_lock(lake):
+            order.append("second in")
+
+    second_thread = threading.Thread(target=second)
+    first_thread = threading.Thread(target=first)
+    first_thread.start()
+    second_thread.start()
+    first_thread.join()
+    second_thread.join()
+    assert order == ["first in", "first out", "second in"]
