@@ -26,9 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _child(data: str, queue) -> None:
+    import os
     import warnings
 
     warnings.filterwarnings("ignore")
+    # dbt's log lines (it writes to the process's own stdout) would bury the figures.
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
     import dagster as dg
 
     from nbo_platform.runner import run_pipeline

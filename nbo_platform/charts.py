@@ -44,11 +44,28 @@ def _empty(fig: Figure, message: str) -> bytes:
     return _png(fig)
 
 
+_EFFECTIVENESS = ("effective_rate", "holdout_rate", "uplift", "uplift_ci_low", "uplift_ci_high")
+
+
 def effectiveness_chart(df: pd.DataFrame, label: str, title: str) -> bytes:
     """Effective rate (sent) against the holdout's rate, and the uplift with its 95% interval, per row.
 
-    ``df``: ``label``, effective_rate, holdout_rate, uplift, uplift_ci_low, uplift_ci_high.
+    ``df``: ``label``, effective_rate, holdout_rate, uplift, uplift_ci_low, uplift_ci_high. The same
+    rows and title give the same picture, drawn once: the campaign mart's Dagster metadata and the
+    campaign report show the same chart.
     """
+    rows = tuple(
+        (str(r[0]), *(None if pd.isna(v) else float(v) for v in r[1:]))
+        for r in df[[label, *_EFFECTIVENESS]].itertuples(index=False)
+    )
+    return _effectiveness_png(rows, title)
+
+
+@functools.lru_cache(maxsize=8)
+def _effectiveness_png(rows: tuple[tuple, ...], title: str) -> bytes:
+    df = pd.DataFrame(list(rows), columns=["label", *_EFFECTIVENESS], dtype=object)
+    df[list(_EFFECTIVENESS)] = df[list(_EFFECTIVENESS)].astype(float)
+    label = "label"
     n = len(df)
     fig = Figure(figsize=(9, 1.2 + 0.42 * max(n, 1)))
     if n == 0:

@@ -59,3 +59,32 @@ def test_the_funnel_is_drawn_once_for_the_page_and_the_metadata():
     assert charts.funnel_chart(list(stages)) == first and first.startswith(b"\x89PNG")
     assert charts._funnel_png.cache_info().misses == drawn  # the second call reused the picture
     assert charts.funnel_chart([*stages[:3], ("effective", 3)]) != first
+
+
+def test_the_campaign_chart_is_drawn_once_for_the_report_and_the_mart_metadata():
+    import math
+
+    import pandas as pd
+
+    from nbo_platform import charts
+
+    def figures(uplift: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "campaign": ["#1: coffee", "#2: shoes"],
+                "ally_name": ["Cafe", "Shoes"],  # columns the chart does not draw are not its key
+                "effective_rate": [0.12, 0.05],
+                "holdout_rate": [0.04, math.nan],  # no holdout entries yet
+                "uplift": [uplift, math.nan],
+                "uplift_ci_low": [0.01, math.nan],
+                "uplift_ci_high": [0.15, math.nan],
+            }
+        )
+
+    first = charts.effectiveness_chart(figures(0.08), "campaign", "per campaign")
+    drawn = charts._effectiveness_png.cache_info().misses
+    again = figures(0.08).assign(ally_name=["other", "names"])
+    assert charts.effectiveness_chart(again, "campaign", "per campaign") == first and first.startswith(b"\x89PNG")
+    assert charts._effectiveness_png.cache_info().misses == drawn  # equal rows (NaN included): reused
+    assert charts.effectiveness_chart(figures(0.09), "campaign", "per campaign") != first
+    assert charts._effectiveness_png.cache_info().misses == drawn + 1
