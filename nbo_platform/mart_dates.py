@@ -1,13 +1,15 @@
 """Which dates of the marts a build must cover: the days whose lake inputs changed since the last build.
 
 Every mart row belongs to one date (a notification's or an activity's UTC date) and is computed from
-that day's partitions of the daily lake tables the dbt project reads, plus the reference tables (allies,
-campaigns). So a build only needs the days whose partitions changed: with a year of history, a new day
-costs one day of SQL, not 365.
+that day's partitions of the daily lake tables the dbt project reads, plus the allies (names and
+categories). So a build only needs the days whose partitions changed: with a year of history, a new
+day costs one day of SQL, not 365.
 
 A day's inputs are fingerprinted by their Parquet files' names, sizes, modification times and inode
 numbers (every lake write renames a new file into place, so a re-written partition always gets a new
-fingerprint, even within the file system's clock tick). The fingerprints a
+fingerprint, even within the file system's clock tick). The allies are fingerprinted by their
+content: the daily reference refresh rewrites their file, and the same allies must not cover every
+day again. The fingerprints a
 build started from are recorded next to the marts (``lake/marts/.built_from.json``) once dbt succeeds
 and its files are in place; a failed build changes neither the marts nor the record, so its days stay
 due. A changed reference table, a missing record or a
@@ -27,12 +29,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nbo_platform.duck import connect
 from nbo_platform.lake import Lake
 
 # The daily lake tables the dbt project reads, each partitioned by the date its mart rows carry.
 MART_INPUTS = ("next_best_offer", "notifications", "effective_notifications", "holdout_conversions")
-# Reference tables every day's marts may read (ally names, campaigns): a change covers every day.
-MART_REFERENCE = ("allies", "campaigns")
+# The reference table whose values every day's marts carry (ally names and categories): a change of
+# its content covers every day. Campaigns enter the marts only through a relationships test.
+MART_REFERENCE = "allies"
 MARTS = ("campaign_effectiveness", "channel_effectiveness", "ally_performance", "notification_funnel", "offer_mix")
 RECORD = ".built_from.json"
 LOCK = ".build.lock"
@@ -62,8 +66,15 @@ def day_fingerprints(lake: Lake, inputs: Sequence[str] = MART_INPUTS) -> dict[st
     return {date: _fingerprint(lake.root, fs) for date, fs in sorted(files.items())}
 
 
-def reference_fingerprint(lake: Lake, tables: Sequence[str] = MART_REFERENCE) -> str:
-    return _fingerprint(lake.root, (f for t in tables for f in lake.table_dir(t).rglob("*.parquet")))
+def reference_fingerprint(lake: Lake, table: str = MART_REFERENCE) -> str:
+    """A digest of the reference table's rows (in a stable order), whatever files hold them."""
+    if not lake.has_files(table):
+        return ""
+    rows = f"SELECT CAST(t AS VARCHAR) AS r FROM (SELECT * FROM {lake.scan_sql(table, hive=False)}) t"
+    (digest,) = (
+        connect().execute(f"SELECT md5(coalesce(string_agg(r, chr(10) ORDER BY r), '')) FROM ({rows})").fetchone()
+    )
+    return digest
 
 
 @dataclass(frozen=True)
@@ -112,7 +123,7 @@ def plan_mart_dates(lake: Lake, full_refresh: bool = False, marts: Sequence[str]
             if full_refresh
             else "no record of an earlier build"
             if record is None
-            else "reference data (allies, campaigns) changed"
+            else "the allies changed"
         )
         return MartPlan(sorted(now), True, reason, reference, now, recorded, gone)
     due = [
