@@ -136,8 +136,8 @@ def test_builds_of_one_lake_take_turns(lake):
 
     second_thread = threading.Thread(target=second)
     first_thread = threading.Thread(target=first)
+    second_thread.start()  # waits until the first holds the lock
     first_thread.start()
-    second_thread.start()
     first_thread.join()
     second_thread.join()
     assert order == ["first in", "first out", "second in"]
