@@ -20,6 +20,7 @@ from nbo_platform.defs.ingestion.sensors import plan_landing_runs
 from nbo_platform.defs.resources import LandingZoneResource, build_resources
 from nbo_platform.domain.landing import find_reference_file
 from nbo_platform.lake import Lake
+from nbo_platform.mart_dates import plan_mart_dates
 from nbo_platform.settings import Settings
 
 REFERENCE_ASSETS = ("offers", "nbo_rules", "customers")
@@ -106,8 +107,10 @@ def run_pipeline(
     echo(f"nbo run: {len(plan)} event date(s) with pending files")
     for run in plan:
         materialize(sorted(run.assets), run.date)
-    marts_missing = not lake.has_files("marts")
-    if (plan or marts_missing) and (lake.has_files("next_best_offer") or lake.has_files("notifications")):
+    # The marts are built when this run processed anything, or when days of them are due anyway (none
+    # built yet, inputs rewritten by runs outside `nbo run`, a mart file or the build record removed).
+    marts_due = bool(plan_mart_dates(lake).dates)
+    if (plan or marts_due) and (lake.has_files("next_best_offer") or lake.has_files("notifications")):
         from nbo_platform.defs.marts.assets import campaign_report, nbo_dbt_models
 
         echo("nbo run: dbt build (marts and their tests) and the campaign report")

@@ -207,6 +207,20 @@ def test_the_marts_rebuild_only_the_days_whose_inputs_changed(demo):
     assert {m: _rounded(query(f"SELECT * FROM {m} ORDER BY ALL")) for m in MARTS} == marts
 
 
+def test_nbo_run_builds_the_marts_when_days_of_them_are_due(demo):
+    settings, _, instance, _ = demo
+    lake = Lake(settings.lake_uri)
+    day = lake.dates("notifications")[0]
+    lines: list[str] = []
+    run(settings, instance=instance, echo=lines.append)  # whatever other tests of the module left due
+    lines.clear()
+    run(settings, instance=instance, echo=lines.append)
+    assert not any("dbt build" in line for line in lines)  # no file pending, no day due: no build
+    mart_file(lake, "offer_mix", day).unlink()
+    run(settings, instance=instance, echo=lines.append)
+    assert any("dbt build" in line for line in lines) and mart_file(lake, "offer_mix", day).exists()
+
+
 def test_same_seed_same_files_other_seed_other_files(tmp_path):
     spec = PRESETS["small"]
     generate(tmp_path / "a", spec, seed=5)
