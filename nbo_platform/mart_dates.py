@@ -6,15 +6,14 @@ categories). So a build only needs the days whose partitions changed: with a yea
 day costs one day of SQL, not 365.
 
 A day's inputs are fingerprinted by their Parquet files' names, sizes, modification times and inode
-numbers (every lake write renames a new file into place, so a re-written partition always gets a new
-fingerprint, even within the file system's clock tick). The allies are fingerprinted by their
-content: the daily reference refresh rewrites their file, and the same allies must not cover every
-day again. The fingerprints a
-build started from are recorded next to the marts (``lake/marts/.built_from.json``) once dbt succeeds
-and its files are in place; a failed build changes neither the marts nor the record, so its days stay
-due. A changed reference table, a missing record or a
-full refresh covers every day; a day whose mart file is missing is covered again; marts of days that
-are no longer in the lake are removed.
+numbers: every lake write renames a new file into place, so a re-written partition always gets a new
+fingerprint, even within the file system's clock tick. The allies are fingerprinted by their content:
+the daily reference refresh rewrites their file, and the same allies must not cover every day again.
+
+The fingerprints a build started from are recorded next to the marts (``lake/marts/.built_from.json``)
+once dbt succeeds and its files are in place; a failed build changes neither the marts nor the record,
+so its days stay due. Changed allies, a missing record or a full refresh cover every day; a day whose
+mart file is missing is covered again; marts of days that are no longer in the lake are removed.
 """
 
 from __future__ import annotations
