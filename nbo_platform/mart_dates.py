@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -130,6 +131,21 @@ def plan_mart_dates(lake: Lake, full_refresh: bool = False, marts: Sequence[str]
     ]
     reason = "days whose inputs changed or whose mart files are missing" if due else "nothing changed"
     return MartPlan(due, False, reason, reference, now, recorded, gone)
+
+
+def new_staging(lake: Lake, marts: Sequence[str] = MARTS) -> Path:
+    """A new folder for a build's files (``lake/.staging/marts-*``, one sub-folder per mart).
+
+    Call it holding ``build_lock``: builds take turns, so any other such folder was left by a build
+    that died (killed, out of memory) and is removed.
+    """
+    root = lake.root / ".staging"
+    for old in root.glob("marts-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    staged = root / f"marts-{uuid.uuid4().hex}"
+    for mart in marts:
+        (staged / mart).mkdir(parents=True)
+    return staged
 
 
 def publish_build(lake: Lake, plan: MartPlan, staged: Path, marts: Sequence[str] = MARTS) -> int:

@@ -7,7 +7,15 @@ import pytest
 
 from nbo_platform.duck import connect
 from nbo_platform.lake import Lake
-from nbo_platform.mart_dates import MARTS, RECORD, build_lock, mart_file, plan_mart_dates, publish_build
+from nbo_platform.mart_dates import (
+    MARTS,
+    RECORD,
+    build_lock,
+    mart_file,
+    new_staging,
+    plan_mart_dates,
+    publish_build,
+)
 
 DAYS = ("2025-06-01", "2025-06-02", "2025-06-03")
 
@@ -141,3 +149,11 @@ def test_builds_of_one_lake_take_turns(lake):
     first_thread.join()
     second_thread.join()
     assert order == ["first in", "first out", "second in"]
+
+
+def test_a_new_build_clears_what_a_build_that_died_left_staged(lake):
+    died = new_staging(lake)
+    (died / "offer_mix" / "offer_mix_2025-06-01.parquet").write_bytes(b"half")
+    with build_lock(lake):
+        staged = new_staging(lake)
+    assert not died.exists() and sorted(p.name for p in staged.iterdir()) == sorted(MARTS)

@@ -24,7 +24,7 @@ from nbo_platform.defs.metadata import image, table_metadata
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource, WarehouseResource
 from nbo_platform.duck import connect
 from nbo_platform.lake import Lake
-from nbo_platform.mart_dates import MARTS, build_lock, plan_mart_dates, publish_build
+from nbo_platform.mart_dates import MARTS, build_lock, new_staging, plan_mart_dates, publish_build
 from nbo_platform.settings import REPO_ROOT
 
 DBT_DIR = REPO_ROOT / "dbt_project"
@@ -156,9 +156,7 @@ def nbo_dbt_models(
     with build_lock(the_lake):
         plan = plan_mart_dates(the_lake, full_refresh=config.full_refresh)
         context.log.info(f"marts: dates to build: {plan.summary()} ({plan.reason})")
-        staged = the_lake.root / ".staging" / f"marts-{uuid.uuid4().hex}"
-        for mart in MARTS:
-            (staged / mart).mkdir(parents=True)
+        staged = new_staging(the_lake)
         os.environ["NBO_MART_DATES"] = plan.env_value
         os.environ["NBO_MART_OUTPUT"] = str(staged)
         try:
