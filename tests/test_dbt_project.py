@@ -45,6 +45,8 @@ def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_pat
     )
     assert result.success, result.exception
     assert "UnableToPartialParse" not in events and "PartialParsingEnabled" in events
+    # Nothing is reported to dbt Labs (the project's flag): the platform runs offline.
+    assert "'send_anonymous_usage_stats': 'False'" in (tmp_path / "logs" / "dbt.log").read_text()
     statuses = {r.node.name: str(r.status) for r in result.result.results}
     assert {"stg_next_best_offer", "offer_mix", "campaign_effectiveness", "notification_funnel"} <= set(statuses)
     assert len(statuses) > 50 and set(statuses.values()) <= {"success", "pass"}, statuses
