@@ -61,8 +61,10 @@ def day_fingerprints(lake: Lake, inputs: Sequence[str] = MART_INPUTS) -> dict[st
     """Each date present in any input, with the fingerprint of all its input files."""
     files: dict[str, list[Path]] = {}
     for table in inputs:
-        for date in lake.dates(table):
-            files.setdefault(date, []).extend(lake.partition_files(table, date))
+        for part in lake.table_dir(table).glob("date=*"):  # each partition folder listed once
+            found = list(part.glob("*.parquet"))
+            if found:
+                files.setdefault(part.name.removeprefix("date="), []).extend(found)
     return {date: _fingerprint(lake.root, fs) for date, fs in sorted(files.items())}
 
 
