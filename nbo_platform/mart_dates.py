@@ -92,6 +92,11 @@ class MartPlan:
     gone: list[str] = field(default_factory=list)  # dates the marts hold that the lake no longer has
 
     @property
+    def due(self) -> bool:
+        """A build has something to do: dates to build, or mart files of days gone from the lake to remove."""
+        return bool(self.dates or self.gone)
+
+    @property
     def env_value(self) -> str:
         """``NBO_MART_DATES`` for dbt: the dates, comma-separated (empty: none)."""
         return ",".join(self.dates)

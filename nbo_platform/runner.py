@@ -109,7 +109,7 @@ def run_pipeline(
         materialize(sorted(run.assets), run.date)
     # The marts are built when this run processed anything, or when days of them are due anyway (none
     # built yet, inputs rewritten by runs outside `nbo run`, a mart file or the build record removed).
-    marts_due = bool(plan_mart_dates(lake).dates)
+    marts_due = plan_mart_dates(lake).due
     if (plan or marts_due) and (lake.has_files("next_best_offer") or lake.has_files("notifications")):
         from nbo_platform.defs.marts.assets import campaign_report, nbo_dbt_models
 

@@ -207,18 +207,30 @@ def test_the_marts_rebuild_only_the_days_whose_inputs_changed(demo):
     assert {m: _rounded(query(f"SELECT * FROM {m} ORDER BY ALL")) for m in MARTS} == marts
 
 
-def test_nbo_run_builds_the_marts_when_days_of_them_are_due(demo):
+def test_nbo_run_and_the_daily_schedule_build_the_marts_when_days_of_them_are_due(demo):
     settings, _, instance, _ = demo
     lake = Lake(settings.lake_uri)
     day = lake.dates("notifications")[0]
+    defs = build_defs(settings)
+    schedule = defs.resolve_schedule_def("marts_daily")
+
+    def tick():
+        with dg.build_schedule_context(instance=instance, resources=defs.resources) as context:
+            return schedule.evaluate_tick(context)
+
     lines: list[str] = []
     run(settings, instance=instance, echo=lines.append)  # whatever other tests of the module left due
     lines.clear()
     run(settings, instance=instance, echo=lines.append)
     assert not any("dbt build" in line for line in lines)  # no file pending, no day due: no build
+    idle = tick()
+    assert not idle.run_requests and "up to date" in idle.skip_message
     mart_file(lake, "offer_mix", day).unlink()
+    (request,) = tick().run_requests
+    assert request.tags["nbo/mart_dates"] == f"1 ({day})"
     run(settings, instance=instance, echo=lines.append)
     assert any("dbt build" in line for line in lines) and mart_file(lake, "offer_mix", day).exists()
+    assert not tick().run_requests
 
 
 def test_same_seed_same_files_other_seed_other_files(tmp_path):

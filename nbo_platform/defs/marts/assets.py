@@ -230,14 +230,24 @@ marts_daily_job = dg.define_asset_job(
     "`full_refresh: true`) and run every test.",
 )
 
-marts_daily_schedule = dg.ScheduleDefinition(
+
+@dg.schedule(
     name="marts_daily",
     job=marts_daily_job,
     cron_schedule="30 0 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Materializes the day's metrics at 00:30 UTC, once the day's attribution window has closed.",
+    description="Materializes the day's metrics at 00:30 UTC, once the day's attribution window has closed; "
+    "skips the tick when no day's inputs changed since the last build (the automation already built them).",
 )
+def marts_daily_schedule(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+    plan = plan_mart_dates(lake.lake())
+    if not plan.due:
+        return dg.SkipReason(f"the marts are up to date ({plan.reason})")
+    gone = f"; {len(plan.gone)} day(s) gone from the lake" if plan.gone else ""
+    context.log.info(f"marts: dates to build: {plan.summary()} ({plan.reason}){gone}")
+    return dg.RunRequest(tags={"nbo/mart_dates": plan.summary()})
+
 
 marts_automation_sensor = dg.AutomationConditionSensorDefinition(
     "marts_automation",
