@@ -36,6 +36,11 @@ class Settings:
     webhook_url: str | None = None
     # Parquet format version of the lake's files (see ``lake.PARQUET_VERSIONS``): v1 for older readers.
     parquet_version: str = "v2"
+    # Feeds keyed by an id alone (activities, transactions) look a batch's ids up in every date of the
+    # feed's history, a cost that grows with it when ids are random. A number of days bounds that
+    # lookup to the dates within that many days of the batch's event dates (docs/operations.md,
+    # "De-duplication as history grows"); None: all history, the contract's "kept once" for any repeat.
+    dedup_window_days: int | None = None
 
     @property
     def reference_dir(self) -> Path:
@@ -83,4 +88,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         delivery=env.get("NBO_DELIVERY") or "outbox",
         webhook_url=env.get("NBO_WEBHOOK_URL") or None,
         parquet_version=env.get("NBO_PARQUET_VERSION") or Settings.parquet_version,
+        dedup_window_days=_days(env, "NBO_DEDUP_WINDOW_DAYS"),
     )
+
+
+def _days(env: Mapping[str, str], name: str) -> int | None:
+    """A whole number of days >= 0 from the environment, or None when unset or empty."""
+    value = (env.get(name) or "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ValueError(f"{name}={value!r}: expected a whole number of days (0 or more), or unset")
+    return int(value)

@@ -37,6 +37,7 @@ class LandingZoneResource(dg.ConfigurableResource):
     data_dir: str
     partitions_start: str = "2024-01-01"
     pii_salt: str = Settings.pii_salt
+    dedup_window_days: int | None = None  # see ``Settings.dedup_window_days``
 
     @property
     def landing_dir(self) -> Path:
@@ -73,7 +74,10 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         "lake": LakeResource(uri=s.lake_uri, parquet_version=s.parquet_version),
         "warehouse": WarehouseResource(path=str(s.warehouse_path)),
         "landing": LandingZoneResource(
-            data_dir=str(s.data_dir), partitions_start=s.partitions_start, pii_salt=s.pii_salt
+            data_dir=str(s.data_dir),
+            partitions_start=s.partitions_start,
+            pii_salt=s.pii_salt,
+            dedup_window_days=s.dedup_window_days,
         ),
         "delivery": DeliveryResource(kind=s.delivery, outbox_dir=str(s.outbox_dir), webhook_url=s.webhook_url),
     }

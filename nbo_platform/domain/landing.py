@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -634,15 +634,18 @@ def ingest_batch(
     ingested_at: datetime,
     partitions_start: str,
     pii_salt: str,
+    dedup_window_days: int | None = None,
 ) -> list[IngestResult]:
     """Ingest landing files (in name order) in one pass, with the results of one file at a time.
 
     Records are de-duplicated on the feed's key against everything accepted before and against the
     earlier files and lines of the batch (the first occurrence wins), exactly as if the files came one
-    by one. New rows go to ``<table>/date=D/<batch>.parquet``, rejected rows to
-    ``quarantine/<feed>/<batch>.parquet`` and the files' manifest rows, written last, to
-    ``landing_manifest/<feed>/<batch>.parquet``. Fragments of an interrupted pass are not in the
-    manifest: ``remove_orphans`` deletes them before the files are ingested again.
+    by one. With ``dedup_window_days`` "before" is bounded: only records accepted with an event date
+    within that many days of the batch's are looked up (``_prior_keys_sql``). New rows go to
+    ``<table>/date=D/<batch>.parquet``, rejected rows to ``quarantine/<feed>/<batch>.parquet`` and the
+    files' manifest rows, written last, to ``landing_manifest/<feed>/<batch>.parquet``. Fragments of an
+    interrupted pass are not in the manifest: ``remove_orphans`` deletes them before the files are
+    ingested again.
     """
     bid = batch_id(files)
     cols = feed.column_names
@@ -691,7 +694,7 @@ def ingest_batch(
         con.execute(f"UPDATE validated SET {et} = {ingested} WHERE {et} IS NULL")
     date_expr = utc_date_sql(et) if et else "NULL::DATE"
     key = ", ".join(feed.key)
-    prior = _prior_keys_sql(con, lake, feed)
+    prior = _prior_keys_sql(con, lake, feed, dedup_window_days)
     # The first occurrence of a key wins. Repeats within the batch are rare: a hash aggregate finds the
     # keys seen more than once and where each was first seen (file, line), instead of sorting every row.
     # Those keys and the keys accepted before are small tables; the accepted rows with their status are
@@ -790,29 +793,44 @@ def ingest_batch(
 _COUNTS = ("rows_read", "rows_accepted", "rows_new", "rows_duplicate", "rows_quarantined")
 
 
-def _prior_keys_sql(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed) -> str:
+def _prior_keys_sql(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, window_days: int | None = None) -> str:
     """The batch's keys accepted before, from other files; as narrow a read as the key allows.
 
     The lake's keys are probed against the batch's (a semi join building on the batch): the keys of
-    the whole table are never collected.
+    the whole table are never collected. A feed keyed by an id alone is looked up in every date it
+    holds, or with ``window_days`` only in the dates within that many days of the batch's event dates
+    (the event times of the batch's accepted rows, a missing one already replaced by the ingestion
+    time), so that the lookup no longer grows with history.
     """
     key = ", ".join(feed.key)
+    none = f"SELECT {key} FROM validated WHERE false"
     if not lake.has_files(feed.table):
-        return f"SELECT {key} FROM validated WHERE false"
+        return none
     where = ["source_file NOT IN (SELECT source_file FROM batch_files)"]
     et = feed.event_time
-    if et and et in feed.key:
-        # The key holds the event time, so a repeat can only have an event time the batch has: only its
-        # dates are read, and within them only row groups whose event times overlap the batch's.
+    bounded = bool(et and et in feed.key)
+    scan = lake.scan_sql(feed.table)
+    if bounded or (et and window_days is not None):
         lo, hi = con.execute(f"SELECT min({et}), max({et}) FROM validated WHERE _reason IS NULL").fetchone()
         if lo is None:
-            return f"SELECT {key} FROM validated WHERE false"
-        where += [
-            f"date BETWEEN {sql_literal(lo.date().isoformat())} AND {sql_literal(hi.date().isoformat())}",
-            f"{et} BETWEEN TIMESTAMPTZ {sql_literal(lo.isoformat())} AND TIMESTAMPTZ {sql_literal(hi.isoformat())}",
+            return none
+        # The key holds the event time, so a repeat can only have an event time the batch has: only its
+        # dates are read, and within them only row groups whose event times overlap the batch's. With a
+        # window, the dates within it. Only those dates' files are opened at all.
+        reach = timedelta(days=0 if bounded else window_days)
+        first, last = (lo.date() - reach).isoformat(), (hi.date() + reach).isoformat()
+        files = [
+            str(f) for d in lake.dates(feed.table) if first <= d <= last for f in lake.partition_files(feed.table, d)
         ]
+        if not files:
+            return none
+        scan = f"read_parquet({files}, union_by_name = true)"
+        if bounded:
+            where.append(
+                f"{et} BETWEEN TIMESTAMPTZ {sql_literal(lo.isoformat())} AND TIMESTAMPTZ {sql_literal(hi.isoformat())}"
+            )
     return (
-        f"SELECT DISTINCT {key} FROM (SELECT {key} FROM {lake.scan_sql(feed.table)} WHERE {' AND '.join(where)}) "
+        f"SELECT DISTINCT {key} FROM (SELECT {key} FROM {scan} WHERE {' AND '.join(where)}) "
         f"SEMI JOIN (SELECT {key} FROM validated WHERE _reason IS NULL) USING ({key})"
     )
 
@@ -909,8 +927,11 @@ def ingest_pending(
     pii_salt: str,
     now: datetime | None = None,
     batch_bytes: int = BATCH_BYTES,
+    dedup_window_days: int | None = None,
 ) -> tuple[list[IngestResult], list[ChangedFile]]:
-    """Ingest every pending file of a feed, in name order, in batches; report changed files."""
+    """Ingest every pending file of a feed, in name order, in batches; report changed files.
+
+    ``dedup_window_days``: see ``ingest_batch`` (None: repeats are looked up in all history)."""
     with feed_lock(lock_dir, feed):
         manifest = read_manifest(con, lake, feed)
         remove_orphans(lake, feed, manifest)
@@ -925,6 +946,7 @@ def ingest_pending(
                 ingested_at=now or datetime.now(UTC),
                 partitions_start=partitions_start,
                 pii_salt=pii_salt,
+                dedup_window_days=dedup_window_days,
             )
     return results, changed
 

@@ -43,7 +43,7 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
-def ingest(settings, lake, con, feed=CUSTOMER_ACTIVITY, batch_bytes=BATCH_BYTES):
+def ingest(settings, lake, con, feed=CUSTOMER_ACTIVITY, batch_bytes=BATCH_BYTES, dedup_window_days=None):
     return ingest_pending(
         con,
         lake,
@@ -54,6 +54,7 @@ def ingest(settings, lake, con, feed=CUSTOMER_ACTIVITY, batch_bytes=BATCH_BYTES)
         pii_salt="salt",
         now=NOW,
         batch_bytes=batch_bytes,
+        dedup_window_days=dedup_window_days,
     )
 
 
@@ -336,6 +337,34 @@ def test_same_file_twice_and_repeated_records_change_nothing(settings, lake, con
     after = lake_rows(con, lake)
     assert len(after) == 3 and all(row in after for row in before)
     assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
+
+
+def test_a_dedup_window_looks_ids_up_only_in_the_dates_near_the_batch(settings, lake, con):
+    d = settings.landing_dir / "customer_activity"
+
+    def new_and_duplicate(name: str, rows: list[dict], window: int | None) -> tuple[int, int]:
+        write_jsonl(d / name, rows)
+        (r,), _ = ingest(settings, lake, con, dedup_window_days=window)
+        return r.rows_new, r.rows_duplicate
+
+    assert new_and_duplicate("1.jsonl", [activity(1, event_time="2025-02-01T10:00:00"), activity(2)], 3) == (2, 0)
+    # The same record again has the same event time: a repeat within any window.
+    assert new_and_duplicate("2.jsonl", [activity(1, event_time="2025-02-01T10:00:00"), activity(2)], 0) == (0, 2)
+    # An id accepted 28 days of events away is not looked up with a 3-day window ...
+    assert new_and_duplicate("3.jsonl", [activity(1)], 3) == (1, 0)
+    # ... and is with a wider one, or without a window (all history, the default).
+    assert new_and_duplicate("4.jsonl", [activity(1, event_time="2025-01-29T10:00:00")], 3) == (0, 1)
+    assert new_and_duplicate("5.jsonl", [activity(1, event_time="2025-01-02T10:00:00")], None) == (0, 1)
+    assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
+    # Dates outside the window are not even read: an unreadable file there goes unnoticed ...
+    junk = lake.partition_dir("customer_activity", "2025-01-10") / "not-parquet.parquet"
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(b"not a parquet file")
+    assert new_and_duplicate("6.jsonl", [activity(7)], 3) == (1, 0)
+    # ... which a lookup in all history reads.
+    write_jsonl(d / "7.jsonl", [activity(8)])
+    with pytest.raises(Exception, match="not-parquet"):
+        ingest(settings, lake, con)
 
 
 def test_changed_file_is_reported_not_reread(settings, lake, con):

@@ -24,6 +24,7 @@ def ingest_feed(feed: Feed, lake: Lake, landing: LandingZoneResource, log: dg.Da
         lock_dir=landing.lock_dir,
         partitions_start=landing.partitions_start,
         pii_salt=landing.pii_salt,
+        dedup_window_days=landing.dedup_window_days,
     )
     if log:
         for r in results:
