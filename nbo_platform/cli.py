@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from nbo_platform.settings import load_settings
+from nbo_platform.settings import SettingsError, load_settings
 
 EXIT_OK, EXIT_WARNINGS, EXIT_ERRORS = 0, 1, 2
 
@@ -20,9 +20,9 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)  # checked before the definitions are imported (seconds)
     from nbo_platform.runner import dagster_instance, run_pipeline
 
-    settings = _settings(args)
     report = run_pipeline(settings, instance=dagster_instance(settings))
     print(f"nbo run: {len(report.runs)} run(s) in {report.seconds:.1f} s; warehouse: {settings.warehouse_path}")
     return EXIT_OK
@@ -229,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="dagster")
     warnings.filterwarnings("ignore", message=".*(beta|preview|experimental).*")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SettingsError as e:  # a bad environment variable: its name and what is expected, no traceback
+        print(f"nbo: {e}", file=sys.stderr)
+        return EXIT_ERRORS
 
 
 if __name__ == "__main__":

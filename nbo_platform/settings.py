@@ -9,7 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+
+from nbo_platform.domain.delivery import CHANNEL_KINDS
+from nbo_platform.lake import PARQUET_VERSIONS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,24 +76,44 @@ class Settings:
         return self.state_dir / "dagster_home"
 
 
+class SettingsError(ValueError):
+    """An environment variable with a value the platform cannot use; the message names it."""
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings from the environment, checked before anything runs (``SettingsError``)."""
     env = os.environ if env is None else env
     data_dir = Path(env.get("NBO_DATA_DIR") or _default_data_dir()).expanduser().resolve()
     lake_uri = env.get("NBO_LAKE_URI") or str(data_dir / "lake")
     warehouse = Path(env.get("NBO_WAREHOUSE_PATH") or data_dir / "warehouse.duckdb").expanduser().resolve()
-    start = env.get("NBO_PARTITIONS_START") or "2024-01-01"
+    start = env.get("NBO_PARTITIONS_START") or Settings.partitions_start
+    try:
+        date.fromisoformat(start)
+    except ValueError:
+        raise SettingsError(f"NBO_PARTITIONS_START={start!r}: expected a date, YYYY-MM-DD") from None
     salt = env.get("NBO_PII_SALT") or Settings.pii_salt
+    delivery = _one_of(env, "NBO_DELIVERY", CHANNEL_KINDS, Settings.delivery)
+    webhook_url = env.get("NBO_WEBHOOK_URL") or None
+    if delivery == "webhook" and not webhook_url:
+        raise SettingsError("NBO_DELIVERY='webhook' needs NBO_WEBHOOK_URL, the endpoint batches are POSTed to")
     return Settings(
         data_dir=data_dir,
         lake_uri=lake_uri,
         warehouse_path=warehouse,
         partitions_start=start,
         pii_salt=salt,
-        delivery=env.get("NBO_DELIVERY") or "outbox",
-        webhook_url=env.get("NBO_WEBHOOK_URL") or None,
-        parquet_version=env.get("NBO_PARQUET_VERSION") or Settings.parquet_version,
+        delivery=delivery,
+        webhook_url=webhook_url,
+        parquet_version=_one_of(env, "NBO_PARQUET_VERSION", PARQUET_VERSIONS, Settings.parquet_version),
         dedup_window_days=_days(env, "NBO_DEDUP_WINDOW_DAYS"),
     )
+
+
+def _one_of(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
 
 
 def _days(env: Mapping[str, str], name: str) -> int | None:
@@ -98,5 +122,5 @@ def _days(env: Mapping[str, str], name: str) -> int | None:
     if not value:
         return None
     if not value.isdigit():
-        raise ValueError(f"{name}={value!r}: expected a whole number of days (0 or more), or unset")
+        raise SettingsError(f"{name}={value!r}: expected a whole number of days (0 or more), or unset")
     return int(value)
