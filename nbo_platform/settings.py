@@ -121,6 +121,6 @@ def _days(env: Mapping[str, str], name: str) -> int | None:
     value = (env.get(name) or "").strip()
     if not value:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise SettingsError(f"{name}={value!r}: expected a whole number of days (0 or more), or unset")
     return int(value)

@@ -12,7 +12,7 @@ def test_the_dedup_window_is_a_whole_number_of_days_and_reaches_ingestion(tmp_pa
     assert load_settings({**env, "NBO_DEDUP_WINDOW_DAYS": ""}).dedup_window_days is None
     settings = load_settings({**env, "NBO_DEDUP_WINDOW_DAYS": "30"})
     assert build_resources(settings)["landing"].dedup_window_days == 30
-    for bad in ("-1", "2.5", "a week"):
+    for bad in ("-1", "2.5", "a week", "²"):
         with pytest.raises(SettingsError, match="NBO_DEDUP_WINDOW_DAYS"):
             load_settings({**env, "NBO_DEDUP_WINDOW_DAYS": bad})
 
