@@ -818,9 +818,11 @@ def _prior_keys_sql(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, wind
         # dates are read, and within them only row groups whose event times overlap the batch's. With a
         # window, the dates within it. Only those dates' files are opened at all.
         reach = timedelta(days=0 if bounded else window_days)
-        first, last = (lo.date() - reach).isoformat(), (hi.date() + reach).isoformat()
+        first, days = lo.date() - reach, (hi.date() - lo.date() + 2 * reach).days + 1
         files = [
-            str(f) for d in lake.dates(feed.table) if first <= d <= last for f in lake.partition_files(feed.table, d)
+            str(f)
+            for i in range(days)  # the dates in range, looked up directly: history is never listed
+            for f in lake.partition_files(feed.table, (first + timedelta(days=i)).isoformat())
         ]
         if not files:
             return none
