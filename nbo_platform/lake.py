@@ -73,6 +73,15 @@ class Lake:
         d = self.table_dir(table)
         return d.exists() and any(d.rglob("*.parquet"))
 
+    def content_digest(self, con: duckdb.DuckDBPyConnection, table: str) -> str:
+        """A digest of an unpartitioned table's rows, in a stable order, whatever files hold them ("" when
+        it has no file): a table reloaded with the same rows keeps its digest."""
+        if not self.has_files(table):
+            return ""
+        rows = f"SELECT CAST(t AS VARCHAR) AS r FROM (SELECT * FROM {self.scan_sql(table, hive=False)}) t"
+        (digest,) = con.execute(f"SELECT md5(coalesce(string_agg(r, chr(10) ORDER BY r), '')) FROM ({rows})").fetchone()
+        return digest
+
     def glob(self, table: str) -> str:
         """A DuckDB glob over every Parquet file of a table (partitioned or not)."""
         return str(self.table_dir(table) / "**" / "*.parquet")

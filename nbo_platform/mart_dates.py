@@ -70,13 +70,7 @@ def day_fingerprints(lake: Lake, inputs: Sequence[str] = MART_INPUTS) -> dict[st
 
 def reference_fingerprint(lake: Lake, table: str = MART_REFERENCE) -> str:
     """A digest of the reference table's rows (in a stable order), whatever files hold them."""
-    if not lake.has_files(table):
-        return ""
-    rows = f"SELECT CAST(t AS VARCHAR) AS r FROM (SELECT * FROM {lake.scan_sql(table, hive=False)}) t"
-    (digest,) = (
-        connect().execute(f"SELECT md5(coalesce(string_agg(r, chr(10) ORDER BY r), '')) FROM ({rows})").fetchone()
-    )
-    return digest
+    return lake.content_digest(connect(), table)
 
 
 @dataclass(frozen=True)

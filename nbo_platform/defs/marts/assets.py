@@ -86,14 +86,27 @@ def prepare_mart_dirs(lake_root: Path) -> None:
         (lake_root / "marts" / mart).mkdir(parents=True, exist_ok=True)
 
 
+# Reference tables the marts and the report read. The daily refresh reloads them whole, most days with
+# the same rows; their data version is a digest of the rows, so only a change of content counts.
+REFERENCE_INPUTS = dg.AssetSelection.assets("allies", "stores", "campaigns")
+
 # The marts' automation: eager (rebuild when an input is updated, not while one is being written), but
-# without eager's "no input missing": the marts read every day of daily-partitioned inputs, which count
-# as missing while any day since the partitions' start has no data (every day before the first file
-# arrived, any quiet day), so plain eager never requests them. A mart builds on what the lake holds.
+# - without eager's "no input missing": the marts read every day of daily-partitioned inputs, which count
+#   as missing while any day since the partitions' start has no data (every day before the first file
+#   arrived, any quiet day), so plain eager never requests them. A mart builds on what the lake holds.
+# - a reference input counts as updated when its data version changed, not at every reload: the daily
+#   refresh would otherwise request a build that covers no day (seconds of dbt, and materializations
+#   that say nothing changed).
+_INPUTS_UPDATED = dg.AutomationCondition.any_deps_updated().ignore(
+    REFERENCE_INPUTS
+) | dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.data_version_changed() & ~dg.AutomationCondition.executed_with_root_target()
+).allow(REFERENCE_INPUTS).with_label("any_reference_deps_changed")
 MARTS_AUTOMATION = (
     dg.AutomationCondition.eager()
     .without(~dg.AutomationCondition.any_deps_missing())
-    .with_label("eager, on the days present")
+    .replace("any_deps_updated", _INPUTS_UPDATED)
+    .with_label("eager, on the days present, on reference data that changed")
 )
 
 

@@ -161,6 +161,13 @@ def _store_checks(the_lake):
     return check
 
 
+def _content_version(con, the_lake, feed: Feed) -> dg.DataVersion:
+    """The table's data version: a digest of its rows. The daily refresh reloads every reference table
+    whole; the same rows keep their version, so what follows a change of content (the marts'
+    automation) is not set off by a reload."""
+    return dg.DataVersion(the_lake.content_digest(con, feed.table))
+
+
 def _load_reference_table(context, feed: Feed, lake: LakeResource, warehouse: WarehouseResource, landing, checks):
     path = find_reference_file(landing.reference_dir, feed.table)
     con, the_lake = connect(), lake.lake()
@@ -170,7 +177,10 @@ def _load_reference_table(context, feed: Feed, lake: LakeResource, warehouse: Wa
         empty = ", ".join(f"NULL::{c.sql_type} AS {c.name}" for c in feed.columns)
         the_lake.write(con, f"SELECT {empty} WHERE false", the_lake.table_dir(feed.table) / f"{feed.table}.parquet")
         warehouse.publish(the_lake)
-        return con, None, dg.MaterializeResult(metadata={"dagster/row_count": 0, "source": "none"})
+        result = dg.MaterializeResult(
+            metadata={"dagster/row_count": 0, "source": "none"}, data_version=_content_version(con, the_lake, feed)
+        )
+        return con, None, result
     loaded = load_reference(
         con, the_lake, feed, path, loaded_at=datetime.now(UTC), row_checks=checks(the_lake) if checks else None
     )
@@ -189,13 +199,14 @@ def _load_reference_table(context, feed: Feed, lake: LakeResource, warehouse: Wa
         con,
         loaded,
         dg.MaterializeResult(
+            data_version=_content_version(con, the_lake, feed),
             metadata={
                 "dagster/row_count": loaded.rows_accepted,
                 "rows_read": loaded.rows_read,
                 "rows_quarantined": loaded.rows_quarantined,
                 "source": str(path),
                 "preview": _preview(con, f"SELECT * EXCLUDE (_line) FROM {loaded.view}"),
-            }
+            },
         ),
     )
 
