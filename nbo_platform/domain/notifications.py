@@ -15,9 +15,9 @@ Decisions are facts. The caller passes only entries that have no decision yet, a
 notification as ``prior_notified``: nothing decided before is revisited.
 
 The cooldown is a sequential rule (whether an entry is throttled depends on whether the one before
-was). :func:`cooldown_notified` resolves it in rounds over NumPy arrays: each round notifies the
-first open entry of every customer and throttles that customer's entries within the cooldown, so the
-number of rounds is the largest number of notifications one customer gets, not the number of entries.
+was). :func:`cooldown_notified` follows each customer's chain of notified entries with one binary
+search per link, every customer a link per step over NumPy arrays: the work grows with the entries
+notified, not with the entries throttled between them.
 """
 
 from __future__ import annotations
@@ -63,23 +63,47 @@ def channel_sql(preferred: str, email: str, phone: str) -> str:
         ELSE 'push' END"""
 
 
-def cooldown_notified(customer: np.ndarray, t_us: np.ndarray, cooldown_us: int) -> np.ndarray:
-    """Which entries are notified, given entries sorted by customer then decision order.
+def cooldown_notified(
+    customer: np.ndarray, t_us: np.ndarray, cooldown_us: int, *, key_limit: int = 2**62
+) -> np.ndarray:
+    """Which entries are notified, given entries sorted by customer then decision order (times
+    non-decreasing within a customer).
 
     An entry is notified unless the customer's last notified entry is less than ``cooldown_us``
     before it. Entries already throttled by earlier notifications must be left out by the caller.
+
+    A customer's notified entries form a chain: its first entry, then the first entry at least
+    ``cooldown_us`` after it, and so on. Each entry's customer and time make one increasing key
+    (the customer's run number times a span longer than any time difference, plus the time), so
+    every link of every chain is one binary search, and all customers advance one link per step:
+    the work is one search per notified entry, whatever the number of throttled ones. Customers are
+    taken in blocks whose keys stay below ``key_limit`` (no int64 overflow).
     """
     n = len(customer)
+    if cooldown_us <= 0:
+        return np.ones(n, dtype=bool)  # nothing is less than no time before
     notified = np.zeros(n, dtype=bool)
-    open_ = np.arange(n)
-    while open_.size:
-        c, t = customer[open_], t_us[open_]
-        first = np.ones(open_.size, dtype=bool)
-        first[1:] = c[1:] != c[:-1]
-        notified[open_[first]] = True
-        run_start = np.maximum.accumulate(np.where(first, np.arange(open_.size), 0))
-        throttled = ~first & (t < t[run_start] + cooldown_us)
-        open_ = open_[~first & ~throttled]
+    if not n:
+        return notified
+    first = np.ones(n, dtype=bool)
+    first[1:] = customer[1:] != customer[:-1]
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], n)
+    t_min, t_max = int(t_us.min()), int(t_us.max())
+    cooldown_us = min(cooldown_us, t_max - t_min + 1)  # a longer one throttles the same entries
+    span = t_max - t_min + cooldown_us + 1
+    per_block = max(1, key_limit // span)
+    for b in range(0, starts.size, per_block):
+        lo, hi = starts[b], ends[min(b + per_block, starts.size) - 1]
+        key = (t_us[lo:hi] - t_min) + (np.cumsum(first[lo:hi]) - 1) * span
+        if key.size > 1 and (np.diff(key) < 0).any():
+            raise ValueError("cooldown_notified: entries must be sorted by customer, then time")
+        frontier, frontier_end = starts[b : b + per_block] - lo, ends[b : b + per_block] - lo
+        while frontier.size:
+            notified[lo + frontier] = True
+            nxt = np.maximum(np.searchsorted(key, key[frontier] + cooldown_us, side="left"), frontier + 1)
+            keep = nxt < frontier_end
+            frontier, frontier_end = nxt[keep], frontier_end[keep]
     return notified
 
 

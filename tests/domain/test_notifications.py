@@ -5,7 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nbo_platform.domain.notifications import cooldown_notified, decide_notifications, notification_id_sql
@@ -161,13 +162,21 @@ def test_channel_falls_back_when_the_contact_is_missing(con):
     assert [r[4] for r in rows] == ["push", "sms", "push", "push"]
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 4), st.integers(0, 600)), max_size=60), st.integers(1, 120))
-def test_cooldown_rounds_equal_the_sequential_rule(entries, cooldown):
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 4), st.integers(0, 600)), max_size=60),
+    st.integers(0, 1000),
+    st.sampled_from([2**62, 1]),
+)
+# An entry exactly one cooldown after the last notified one is notified; ties in time within a customer.
+@example(entries=[(1, 0), (1, 60), (1, 119), (1, 120), (2, 5), (2, 5), (2, 65)], cooldown=60, key_limit=2**62)
+@example(entries=[(1, 0), (1, 60), (1, 119), (1, 120), (2, 5), (2, 5), (2, 65)], cooldown=60, key_limit=1)
+def test_the_cooldown_chains_equal_the_sequential_rule(entries, cooldown, key_limit):
+    # key_limit=1: one customer per block, the path of very long time spans.
     entries = sorted(entries)
     c = np.array([e[0] for e in entries], dtype=np.int64)
     t = np.array([e[1] for e in entries], dtype=np.int64)
-    got = cooldown_notified(c, t, cooldown)
+    got = cooldown_notified(c, t, cooldown, key_limit=key_limit)
     expected, last = [], {}
     for cust, time in entries:  # the rule as written: one entry after another
         ok = cust not in last or time - last[cust] >= cooldown
@@ -175,6 +184,18 @@ def test_cooldown_rounds_equal_the_sequential_rule(entries, cooldown):
         if ok:
             last[cust] = time
     assert got.tolist() == expected
+
+
+def test_the_cooldown_keys_of_very_long_time_spans_do_not_overflow():
+    # Times 2**61 us apart: one key space for three customers would pass 2**63.
+    c = np.array([1, 1, 2, 2, 3, 3], dtype=np.int64)
+    t = np.array([0, 2**61, 0, 2**61, 5, 2**61], dtype=np.int64)
+    assert cooldown_notified(c, t, 2**61 - 4).tolist() == [True, True, True, True, True, False]
+
+
+def test_the_cooldown_needs_entries_in_time_order_within_a_customer():
+    with pytest.raises(ValueError, match="sorted by customer, then time"):
+        cooldown_notified(np.array([1, 1], dtype=np.int64), np.array([5, 3], dtype=np.int64), 10)
 
 
 def test_campaign_window_edges(con):
