@@ -6,7 +6,8 @@ ever holds a lock on the analysts' warehouse file (see ``warehouse.py``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import duckdb
 
@@ -49,18 +50,44 @@ def sql_literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def count_repeats(con: duckdb.DuckDBPyConnection, relation: str, column: str) -> int:
-    """Rows of ``relation`` (SQL) whose ``column`` is NULL or repeats an earlier row's value, exactly.
+@dataclass(frozen=True)
+class Matching:
+    """How the rows of two relations correspond by a key (``match_rows``)."""
 
-    Distinct 64-bit hashes of the values are counted first (9.8M notification ids: 1.5 s -> 1.0 s
-    against distinct text): as many as the values that are not NULL proves them all distinct; fewer
-    (a repeat, or two values with one hash) is settled by counting the distinct values themselves.
+    missing: int  # left rows without a right row
+    extra: int  # right rows without a left row
+    repeated: int  # right rows beyond one per left row (pairs of a left row and its right rows, past the first)
+    repeated_left: int  # left rows sharing a key with another (pairs past the first)
+
+    @property
+    def exact(self) -> bool:
+        """Each left row has exactly one right row and each right row one left row."""
+        return not (self.missing or self.extra or self.repeated or self.repeated_left)
+
+
+def match_rows(con: duckdb.DuckDBPyConnection, left: str, right: str, key: Sequence[str]) -> Matching:
+    """Match the rows of ``left`` with those of ``right`` (SQL relations with the ``key`` columns), in
+    one full join.
+
+    One join instead of a join each way and a distinct count (10M activities: 2.5 s -> 0.7 s), and as
+    exact: with ``m`` matched pairs, the right rows that match repeat no left row exactly when ``m`` is
+    the number of left rows that have a match, and the left rows that match share no key exactly when
+    ``m`` is the number of right rows that have a match. A key with a NULL matches nothing.
     """
-    rows, present, hashes = con.execute(
-        f"SELECT count(*), count({column}), count(DISTINCT hash({column})) FILTER ({column} IS NOT NULL) "
-        f"FROM ({relation})"
+    cols = ", ".join(key)
+    on = " AND ".join(f"l.{c} = r.{c}" for c in key)
+    left_n, right_n, missing, extra, pairs = con.execute(
+        f"""
+        WITH l AS (SELECT {cols}, true AS _left FROM ({left})), r AS (SELECT {cols}, true AS _right FROM ({right}))
+        SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM r),
+               count(*) FILTER (r._right IS NULL), count(*) FILTER (l._left IS NULL),
+               count(*) FILTER (l._left AND r._right)
+        FROM l FULL JOIN r ON {on}
+        """
     ).fetchone()
-    if hashes == present:
-        return int(rows - present)
-    (distinct,) = con.execute(f"SELECT count(DISTINCT {column}) FROM ({relation})").fetchone()
-    return int(rows - distinct)
+    return Matching(
+        missing=int(missing),
+        extra=int(extra),
+        repeated=int(pairs - (left_n - missing)),
+        repeated_left=int(pairs - (right_n - extra)),
+    )

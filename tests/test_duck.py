@@ -2,33 +2,25 @@
 
 import pytest
 
-from nbo_platform.duck import connect, count_repeats
+from nbo_platform.duck import Matching, connect, match_rows
 
 
-def _values(values: list[str | None]) -> str:
-    rows = ", ".join("(NULL)" if v is None else f"('{v}')" for v in values)
-    return f"SELECT v::VARCHAR AS v FROM (VALUES {rows}) t(v)"
+def _keys(rows: list[tuple[int | None, int | None]]) -> str:
+    values = ", ".join(f"({'NULL' if a is None else a}, {'NULL' if b is None else b})" for a, b in rows) or "(1, 1)"
+    return f"SELECT a::BIGINT AS a, b::BIGINT AS b FROM (VALUES {values}) v(a, b)" + ("" if rows else " WHERE false")
 
 
 @pytest.mark.parametrize(
-    ("values", "repeats"),
+    ("left", "right", "expected"),
     [
-        (["a", "b", "c"], 0),
-        (["a", "b", "a", "a"], 2),  # the second and third 'a'
-        (["a", None, "b", None], 2),  # a missing value counts as a repeat, as in count(*) - count(DISTINCT)
-        (["a", "a", None], 2),
-        ([None], 1),
+        ([(1, 1), (1, 2)], [(1, 2), (1, 1)], Matching(0, 0, 0, 0)),
+        ([(1, 1), (1, 2)], [(1, 1), (2, 1)], Matching(1, 1, 0, 0)),  # a key matches on every column
+        ([(1, 1)], [(1, 1), (1, 1)], Matching(0, 0, 1, 0)),
+        ([(1, 1), (1, 1)], [(1, 1)], Matching(0, 0, 0, 1)),
+        ([(1, None)], [(1, None)], Matching(1, 1, 0, 0)),  # a key with a NULL matches nothing
+        ([], [(3, 3), (3, 3)], Matching(0, 2, 0, 0)),
     ],
 )
-def test_count_repeats_is_rows_minus_distinct_values(values, repeats):
-    con = connect()
-    assert count_repeats(con, _values(values), "v") == repeats
-    (exact,) = con.execute(f"SELECT count(*) - count(DISTINCT v) FROM ({_values(values)})").fetchone()
-    assert repeats == exact
-
-
-def test_count_repeats_settles_a_shared_hash_by_the_values():
-    # Two distinct values whose hashes are taken as one (as a 64-bit collision would be) are not a repeat.
-    con = connect()
-    con.create_function("hash", lambda v: 1, ["VARCHAR"], "UBIGINT")
-    assert count_repeats(con, _values(["a", "b", "c"]), "v") == 0
+def test_matching_rows_on_a_key_of_several_columns(left, right, expected):
+    found = match_rows(connect(), _keys(left), _keys(right), ("a", "b"))
+    assert found == expected and found.exact == (expected == Matching(0, 0, 0, 0))

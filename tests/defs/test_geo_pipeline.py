@@ -326,6 +326,8 @@ def test_the_decision_check_looks_at_the_partitions_of_its_run(demo, tmp_path):
 
     # One decision of the intact date lost: the check on its own looks at every date.
     (kept,) = lake.partition_files("notifications", intact)
+    original = tmp_path / "intact.parquet"
+    shutil.copy(kept, original)
     con = connect()
     con.execute(f"COPY (SELECT * FROM read_parquet('{kept}') OFFSET 1) TO '{kept}.tmp' (FORMAT parquet)")
     Path(f"{kept}.tmp").replace(kept)
@@ -333,3 +335,14 @@ def test_the_decision_check_looks_at_the_partitions_of_its_run(demo, tmp_path):
     details = everything.metadata["details"].value
     assert not everything.passed and everything.metadata["dates_checked"].value == len(dates)
     assert f"{intact}: 1 entries without a decision, 0 repeated decisions" in details and f"{broken}: 0" in details
+
+    # The lost decision back, and two decisions of an entry that is gone (as after late pings recomputed
+    # the hits): the decision without an entry is reported, not a failure; its second one is a repeat.
+    first = f"(SELECT * FROM read_parquet('{original}') LIMIT 1)"
+    con.execute(
+        f"COPY (SELECT * FROM {first} UNION ALL SELECT d.* REPLACE (d.event_time + INTERVAL 1 SECOND AS event_time) "
+        f"FROM {first} d, range(2)) TO '{kept.with_name('more.parquet')}' (FORMAT parquet)"
+    )
+    again = check(intact)
+    assert not again.passed and again.metadata["decisions_without_entry"].value == 2
+    assert again.metadata["details"].value == f"{intact}: 0 entries without a decision, 1 repeated decisions"

@@ -3,7 +3,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from nbo_platform.domain.offers import (
-    Accounting,
     account_for_activities,
     lookup_text_values,
     offer_lookup_sql,
@@ -11,6 +10,7 @@ from nbo_platform.domain.offers import (
 )
 from nbo_platform.domain.policy import Policy, PolicyError, parse_policy
 from nbo_platform.domain.rules import DEFAULT_RULES_PATH, load_rules
+from nbo_platform.duck import Matching
 
 
 def setup(con, versions, activities):
@@ -164,21 +164,21 @@ def _ids(values: list[int | None]) -> str:
 @pytest.mark.parametrize(
     ("activities", "rows", "expected"),
     [
-        ([1, 2, 3], [3, 1, 2], Accounting(0, 0, 0, 0)),
-        ([], [], Accounting(0, 0, 0, 0)),
-        ([1, 2, 3], [1, 3], Accounting(1, 0, 0, 0)),  # activity 2 has no row
-        ([1, 2], [1, 2, 9], Accounting(0, 1, 0, 0)),  # row 9 has no activity
-        ([1, 2], [1, 2, 2, 2], Accounting(0, 0, 2, 0)),  # activity 2 has three rows
-        ([1, 2, 2], [1, 2], Accounting(0, 0, 0, 1)),  # two activities share id 2, one row for both
-        ([1, 2, 2], [1, 2, 2], Accounting(0, 0, 2, 2)),  # as many rows as activities, but not one each
-        ([1, None], [1, None], Accounting(1, 1, 0, 0)),  # a NULL id matches nothing
-        ([1, 2], [3, 3], Accounting(2, 2, 0, 0)),  # repeats among rows without activity count as extra
+        ([1, 2, 3], [3, 1, 2], Matching(0, 0, 0, 0)),
+        ([], [], Matching(0, 0, 0, 0)),
+        ([1, 2, 3], [1, 3], Matching(1, 0, 0, 0)),  # activity 2 has no row
+        ([1, 2], [1, 2, 9], Matching(0, 1, 0, 0)),  # row 9 has no activity
+        ([1, 2], [1, 2, 2, 2], Matching(0, 0, 2, 0)),  # activity 2 has three rows
+        ([1, 2, 2], [1, 2], Matching(0, 0, 0, 1)),  # two activities share id 2, one row for both
+        ([1, 2, 2], [1, 2, 2], Matching(0, 0, 2, 2)),  # as many rows as activities, but not one each
+        ([1, None], [1, None], Matching(1, 1, 0, 0)),  # a NULL id matches nothing
+        ([1, 2], [3, 3], Matching(2, 2, 0, 0)),  # repeats among rows without activity count as extra
     ],
 )
 def test_accounting_for_activities_finds_each_kind_of_gap(con, activities, rows, expected):
     found = account_for_activities(con, _ids(activities), _ids(rows))
     assert found == expected
-    assert found.exact == (expected == Accounting(0, 0, 0, 0))
+    assert found.exact == (expected == Matching(0, 0, 0, 0))
 
 
 def test_policy_defaults_and_unknown_key():

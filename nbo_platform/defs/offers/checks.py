@@ -40,7 +40,7 @@ def every_activity_accounted_for(context: dg.AssetCheckExecutionContext, lake: L
             problems.append(
                 f"{d}: {found.missing} activities without a row, {found.extra} rows without activity, "
                 f"{found.repeated} repeated"
-                + (f", {found.repeated_activities} activities repeated" if found.repeated_activities else "")
+                + (f", {found.repeated_left} activities repeated" if found.repeated_left else "")
             )
     return dg.AssetCheckResult(
         passed=not problems, metadata={"dates_checked": len(dates), "details": "\n".join(problems) or "none"}
