@@ -210,16 +210,15 @@ def decisions_sql(
         """
     )
     # nt_entries is in decision order (its ORDER BY); a scan without ORDER BY keeps that order
-    # (preserve_insertion_order) and a row's rowid is its position in it, so the cooldown's result
-    # lines up with the rows by position.
-    entries_np = con.execute(
-        "SELECT customer_id, epoch_us(event_time) AS t, pre_reason IS NULL AS open FROM nt_entries"
+    # (preserve_insertion_order), filtered too, and a row's rowid is its position in it. Only the open
+    # entries are fetched, with their rowid.
+    open_entries = con.execute(
+        "SELECT rowid AS pos, customer_id, epoch_us(event_time) AS t FROM nt_entries WHERE pre_reason IS NULL"
     ).fetchnumpy()
-    is_open = np.flatnonzero(np.asarray(entries_np["open"], dtype=bool))
-    notified = is_open[
+    notified = np.asarray(open_entries["pos"], dtype=np.int64)[
         cooldown_notified(
-            np.asarray(entries_np["customer_id"], dtype=np.int64)[is_open],
-            np.asarray(entries_np["t"], dtype=np.int64)[is_open],
+            np.asarray(open_entries["customer_id"], dtype=np.int64),
+            np.asarray(open_entries["t"], dtype=np.int64),
             int(round(policy.cooldown_minutes * 60e6)),
         )
     ]
