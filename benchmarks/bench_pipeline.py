@@ -4,7 +4,9 @@ The day (1M customers, 10k stores, about 10M pings, 10M activities and 1M transa
 once into --data (``nbo generate --preset large --days 1``) and copied before each run, so every run
 starts from untouched landing files. The run executes in a child process (its own peak RSS) through
 ``nbo_platform.runner.run_pipeline``, the code path of ``nbo run`` and of the sensors, dbt build
-included.
+included. Each step (asset, check or the dbt build) is reported with its share of the wall time and
+the cores it kept busy on average (CPU time of the process and of dbt's, sampled from ``/proc``), and
+the time outside every step as one more line.
 
     python benchmarks/bench_pipeline.py [--data DIR] [--customers 1000000] [--repeats 1]
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,8 +29,80 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+class CpuSampler:
+    """CPU seconds of this process and its children (dbt's), sampled every ``interval`` seconds.
+
+    Linux ``/proc``: a live child's time is read from its own ``stat``, a finished one's from this
+    process's (waited-for children). Elsewhere it records nothing and the per-step figures are left out.
+    """
+
+    def __init__(self, interval: float = 0.25):
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []  # (epoch seconds, CPU seconds so far)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __enter__(self) -> CpuSampler:
+        if Path("/proc/self/stat").exists():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _stat(self, pid: str) -> list[str]:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        return text[text.rindex(")") + 2 :].split()  # the fields after the command name, from state (3rd)
+
+    def _cpu(self) -> float:
+        me = os.getpid()
+        own = self._stat("self")
+        ticks = sum(int(x) for x in own[11:15])  # utime, stime, cutime, cstime
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and int(pid) != me:
+                try:
+                    f = self._stat(pid)
+                    if int(f[1]) == me:  # ppid
+                        ticks += int(f[11]) + int(f[12])
+                except (OSError, ValueError, IndexError):
+                    continue
+        return ticks / self._tick
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.time(), self._cpu()))
+            if self._stop.wait(self.interval):
+                self.samples.append((time.time(), self._cpu()))
+                return
+
+    def cores(self, start: float, end: float) -> float | None:
+        """Cores busy on average between two instants (None when too short to tell)."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2 or inside[-1][0] - inside[0][0] < 2 * self.interval:
+            return None
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+def step_intervals(instance) -> list[tuple[str, float, float]]:
+    """(step, start, end) of every successful step of every run of the instance, in start order."""
+    import dagster as dg
+
+    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+    out = []
+    for run in instance.get_runs():
+        started = {}
+        for entry in instance.all_logs(run.run_id, of_type=kinds):
+            if entry.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+                started[entry.step_key] = entry.timestamp
+            elif entry.step_key in started:
+                out.append((entry.step_key, started[entry.step_key], entry.timestamp))
+    return sorted(out, key=lambda s: s[1])
+
+
 def _child(data: str, queue) -> None:
-    import os
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -39,12 +115,29 @@ def _child(data: str, queue) -> None:
     from nbo_platform.settings import load_settings
 
     settings = load_settings({"NBO_DATA_DIR": data})
-    started = time.perf_counter()
-    report = run_pipeline(settings, instance=dg.DagsterInstance.ephemeral(), echo=lambda _: None, log_level="ERROR")
-    seconds = time.perf_counter() - started
+    instance = dg.DagsterInstance.ephemeral()
+    with CpuSampler() as sampler:
+        started = time.perf_counter()
+        run_pipeline(settings, instance=instance, echo=lambda _: None, log_level="ERROR")
+        seconds = time.perf_counter() - started
     own, dbt = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + dbt.ru_utime + dbt.ru_stime  # dbt's process is a waited-for child
-    queue.put((seconds, report.step_seconds, own.ru_maxrss / 1024, cpu))
+    # Per step: its seconds and the cores busy while it ran; the time outside any step (definitions,
+    # planning, runs starting and ending) as one more line.
+    spans: dict[str, list[tuple[float, float | None]]] = {}  # a step of several runs: each of its spans
+    for key, start, end in step_intervals(instance):
+        spans.setdefault(key, []).append((end - start, sampler.cores(start, end)))
+    steps: dict[str, tuple[float, float | None]] = {}
+    for key, parts in spans.items():
+        total = sum(s for s, _ in parts)
+        known = all(c is not None for _, c in parts)
+        steps[key] = (total, sum(s * c for s, c in parts) / total if known and total else None)
+    steps[OUTSIDE] = (seconds - sum(s for s, _ in steps.values()), None)
+    queue.put((seconds, steps, own.ru_maxrss / 1024, cpu))
+
+
+# The time outside every step: importing the definitions, planning, runs starting and ending.
+OUTSIDE = "(outside any step)"
 
 
 def main() -> None:
@@ -74,16 +167,19 @@ def main() -> None:
         proc.join()
     wall = statistics.median(r[0] for r in results)
     mem = statistics.median(r[2] for r in results)
-    steps = results[len(results) // 2][1]
+    steps = sorted(results, key=lambda r: r[0])[len(results) // 2][1]  # the steps of the median run
     print(f"nbo run, one 'large' day ({args.customers:,} customers), {mp.cpu_count()} cores, median of {args.repeats}")
     cpu = statistics.median(r[3] for r in results)
     print(f"wall time {wall:.1f} s, peak memory {mem:,.0f} MiB")
     # The floor that running steps side by side could reach: the CPU time spread over every core.
     cores = mp.cpu_count()
     print(f"cpu time {cpu:.1f} s ({cpu / wall:.2f} of {cores} cores busy on average; {cpu / cores:.1f} s if all were)")
-    total = sum(steps.values())
-    for step, s in sorted(steps.items(), key=lambda kv: -kv[1]):
-        print(f"  {step:<40} {s:>8.1f} s  {s / total:>6.1%}")
+    # Each step's seconds as a share of the wall time, and the cores it kept busy on average: steps run
+    # one after the other, so a step under the machine's cores leaves the rest idle for its duration.
+    print(f"{'step':<48} {'seconds':>8} {'of wall':>8} {'cores':>6}")
+    for step, (s, busy) in sorted(steps.items(), key=lambda kv: -kv[1][0]):
+        shown = f"{busy:>6.2f}" if busy is not None else f"{'':>6}"
+        print(f"  {step:<46} {s:>8.1f} {s / wall:>8.1%} {shown}")
 
 
 if __name__ == "__main__":
