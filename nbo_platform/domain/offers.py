@@ -85,6 +85,15 @@ def unassigned_sql(rows: str, customers: str) -> str:
     """
 
 
+def versions_of_day_sql(customers: str, day: date) -> str:
+    """The customer versions valid at some time of ``day`` (UTC): the only ones its activities can join."""
+    start, end = (sql_literal(f"{d.isoformat()} 00:00:00+00") for d in (day, day + timedelta(days=1)))
+    return (
+        f"(SELECT * FROM {customers} WHERE valid_from < {end}::TIMESTAMPTZ "
+        f"AND coalesce(valid_to, 'infinity'::TIMESTAMPTZ) > {start}::TIMESTAMPTZ)"
+    )
+
+
 def write_offers(
     con: duckdb.DuckDBPyConnection, lake: Lake, day: date, activity: str, customers: str, rules: RuleSet
 ) -> Assignment:
@@ -95,11 +104,7 @@ def write_offers(
     hash join does not keep the input's), the few unassigned rows to a staging file that gets the
     reasons. Only versions valid at some time of the day take part in the join.
     """
-    start, end = (sql_literal(f"{d.isoformat()} 00:00:00+00") for d in (day, day + timedelta(days=1)))
-    of_day = (
-        f"(SELECT * FROM {customers} WHERE valid_from < {end}::TIMESTAMPTZ "
-        f"AND coalesce(valid_to, 'infinity'::TIMESTAMPTZ) > {start}::TIMESTAMPTZ)"
-    )
+    of_day = versions_of_day_sql(customers, day)
     types = [
         t
         for (t,) in con.execute(

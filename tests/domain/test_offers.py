@@ -6,6 +6,7 @@ from nbo_platform.domain.offers import (
     account_for_activities,
     lookup_text_values,
     offer_lookup_sql,
+    versions_of_day_sql,
     write_offers,
 )
 from nbo_platform.domain.policy import Policy, PolicyError, parse_policy
@@ -188,3 +189,26 @@ def test_policy_defaults_and_unknown_key():
         parse_policy("cooldown: 30", source="policy.yaml")
     with pytest.raises(PolicyError, match="must be a non-negative number"):
         parse_policy("max_accuracy_m: -1")
+
+
+def test_versions_of_a_day_leave_out_one_ending_at_its_start_and_one_starting_at_its_end(con):
+    # Customer 1: a version that ended exactly at midnight, then one that starts inside the day.
+    # Customer 2: one version since before the day, still current. Customer 3: starts at the next
+    # midnight. Intervals are [valid_from, valid_to): the version ending at midnight is left out.
+    setup(
+        con,
+        [
+            (1, 1, t(0) - timedelta(days=2), 10, 700),
+            (1, 2, t(0), 10, 700),
+            (1, 3, t(12), 10, 700),
+            (2, 1, t(0) - timedelta(days=30), 10, 700),
+            (3, 1, t(0) + timedelta(days=1), 10, 700),
+            (4, 1, t(0) - timedelta(days=3), 10, 700),
+            (4, 2, t(23, 59), 10, 700),
+        ],
+        [],
+    )
+    kept = con.execute(
+        f"SELECT customer_id, version FROM {versions_of_day_sql('customers', DAY)} ORDER BY ALL"
+    ).fetchall()
+    assert kept == [(1, 2), (1, 3), (2, 1), (4, 1), (4, 2)]
