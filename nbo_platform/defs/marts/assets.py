@@ -139,7 +139,7 @@ class MartsConfig(dg.Config):
 
 
 # dbt builds in a new in-memory database each time: a mart built on its own would not find the
-# staging and intermediate views it reads (they exist only in the invocation that creates them). So
+# staging views and intermediate table it reads (they exist only in the invocation that creates them). So
 # the models are one asset set that is never split: selecting any of them in the web UI, a job or an
 # automation request builds the whole project and runs every test (one `dbt build`, seconds), on the
 # days whose inputs changed since the last build (every day with `full_refresh`). The marts reach the
