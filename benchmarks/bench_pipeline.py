@@ -87,18 +87,14 @@ class CpuSampler:
 
 
 def step_intervals(instance) -> list[tuple[str, float, float]]:
-    """(step, start, end) of every successful step of every run of the instance, in start order."""
-    import dagster as dg
-
-    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
-    out = []
-    for run in instance.get_runs():
-        started = {}
-        for entry in instance.all_logs(run.run_id, of_type=kinds):
-            if entry.dagster_event.event_type == dg.DagsterEventType.STEP_START:
-                started[entry.step_key] = entry.timestamp
-            elif entry.step_key in started:
-                out.append((entry.step_key, started[entry.step_key], entry.timestamp))
+    """(step, start, end) of every successful step of every run of the instance, in start order (the
+    run's step stats, as ``bench_latency.py`` reads them)."""
+    out = [
+        (st.step_key, st.start_time, st.end_time)
+        for run in instance.get_runs()
+        for st in instance.get_run_step_stats(run.run_id)
+        if st.status is not None and st.status.value == "SUCCESS" and st.start_time and st.end_time
+    ]
     return sorted(out, key=lambda s: s[1])
 
 
