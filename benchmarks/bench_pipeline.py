@@ -8,6 +8,12 @@ included. Each step (asset, check or the dbt build) is reported with its share o
 the cores it kept busy on average (CPU time of the process and of dbt's, sampled from ``/proc``), and
 the time outside every step as one more line.
 
+The baseline, in the same process right after each run: the same landing files read by DuckDB and
+written once as Parquet with the lake's options, and nothing else (no validation, de-duplication,
+hashing, manifest, offers, fences, notifications or dbt): what the day's input costs to move at all
+on this machine at that moment. The ratio of the run to it (the median of the runs' own ratios) is
+the figure to compare between hours of a shared, noisy machine.
+
     python benchmarks/bench_pipeline.py [--data DIR] [--customers 1000000] [--repeats 1]
 """
 
@@ -98,6 +104,37 @@ def step_intervals(instance) -> list[tuple[str, float, float]]:
     return sorted(out, key=lambda s: s[1])
 
 
+def bare_copy(landing: Path, out: Path) -> tuple[int, float]:
+    """The baseline: every landing feed's files read by DuckDB (JSONL, CSV and Parquet readers, types
+    detected, unreadable records skipped) and written as one Parquet file each with the lake's options.
+    Returns (rows written, seconds)."""
+    from nbo_platform.domain.feeds import LANDING_FEEDS
+    from nbo_platform.domain.landing import file_format, list_landing_files
+    from nbo_platform.duck import connect
+    from nbo_platform.lake import Lake
+
+    readers = {
+        "jsonl": "read_json({}, format = 'newline_delimited', ignore_errors = true)",
+        "csv": "read_csv({}, header = true, ignore_errors = true)",
+        "parquet": "read_parquet({}, union_by_name = true)",
+    }
+    options = Lake(str(out)).copy_options
+    out.mkdir(parents=True, exist_ok=True)
+    con, rows = connect(), 0
+    started = time.perf_counter()
+    for feed in LANDING_FEEDS.values():
+        by_format: dict[str, list[str]] = {}
+        for f in list_landing_files(landing, feed):
+            by_format.setdefault(file_format(f.path), []).append(str(f.path))
+        for fmt, paths in by_format.items():
+            target = out / f"{feed.name.replace('/', '__')}-{fmt}.parquet"
+            (n,) = con.execute(
+                f"COPY (SELECT * FROM {readers[fmt].format(paths)}) TO '{target}' ({options})"
+            ).fetchone()
+            rows += int(n)
+    return rows, time.perf_counter() - started
+
+
 def _child(data: str, queue) -> None:
     import warnings
 
@@ -129,7 +166,21 @@ def _child(data: str, queue) -> None:
         known = all(c is not None for _, c in parts)
         steps[key] = (total, sum(s * c for s, c in parts) / total if known and total else None)
     steps[OUTSIDE] = (seconds - sum(s for s, _ in steps.values()), None)
-    queue.put((seconds, steps, own.ru_maxrss / 1024, cpu))
+    peak = own.ru_maxrss / 1024  # the run's: the baseline below comes after it
+    rows, baseline = bare_copy(settings.landing_dir, Path(data) / "baseline")
+    queue.put((seconds, steps, peak, cpu, baseline, rows))
+
+
+def _result(proc, queue):
+    """The child's figures; an error if it ends without them (its traceback is on stderr)."""
+    import queue as q
+
+    while True:
+        try:
+            return queue.get(timeout=5)
+        except q.Empty:
+            if not proc.is_alive():
+                raise SystemExit(f"the measured run failed (exit code {proc.exitcode}); see its error above") from None
 
 
 # The time outside every step: importing the definitions, planning, runs starting and ending.
@@ -159,7 +210,7 @@ def main() -> None:
         queue = ctx.Queue()
         proc = ctx.Process(target=_child, args=(str(work), queue))
         proc.start()
-        results.append(queue.get())
+        results.append(_result(proc, queue))
         proc.join()
     wall = statistics.median(r[0] for r in results)
     mem = statistics.median(r[2] for r in results)
@@ -167,6 +218,12 @@ def main() -> None:
     print(f"nbo run, one 'large' day ({args.customers:,} customers), {mp.cpu_count()} cores, median of {args.repeats}")
     cpu = statistics.median(r[3] for r in results)
     print(f"wall time {wall:.1f} s, peak memory {mem:,.0f} MiB")
+    baseline = statistics.median(r[4] for r in results)
+    ratio = statistics.median(r[0] / r[4] for r in results)
+    print(
+        f"baseline {baseline:.1f} s: the {results[0][5]:,} landing rows read and written once as Parquet by DuckDB, "
+        f"in the same process after each run; nbo run = {ratio:.2f}x the baseline (median of the runs' ratios)"
+    )
     # The floor that running steps side by side could reach: the CPU time spread over every core.
     cores = mp.cpu_count()
     print(f"cpu time {cpu:.1f} s ({cpu / wall:.2f} of {cores} cores busy on average; {cpu / cores:.1f} s if all were)")
