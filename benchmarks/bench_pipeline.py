@@ -11,8 +11,8 @@ the time outside every step as one more line.
 The baseline, in the same process right after each run: the same landing files read by DuckDB and
 written once as Parquet with the lake's options, and nothing else (no validation, de-duplication,
 hashing, manifest, offers, fences, notifications or dbt): what the day's input costs to move at all
-on this machine at that moment. The ratio of the run to it (the median of the runs' own ratios) is
-the figure to compare between hours of a shared, noisy machine.
+on this machine at that moment, and the run's ratio to it (the median of the runs' own ratios; each
+run's figures are printed too).
 
     python benchmarks/bench_pipeline.py [--data DIR] [--customers 1000000] [--repeats 1]
 """
@@ -224,6 +224,7 @@ def main() -> None:
         f"baseline {baseline:.1f} s: the {results[0][5]:,} landing rows read and written once as Parquet by DuckDB, "
         f"in the same process after each run; nbo run = {ratio:.2f}x the baseline (median of the runs' ratios)"
     )
+    print("runs: " + "; ".join(f"{r[0]:.1f} s / {r[4]:.1f} s = {r[0] / r[4]:.2f}x" for r in results))
     # The floor that running steps side by side could reach: the CPU time spread over every core.
     cores = mp.cpu_count()
     print(f"cpu time {cpu:.1f} s ({cpu / wall:.2f} of {cores} cores busy on average; {cpu / cores:.1f} s if all were)")
