@@ -78,6 +78,35 @@ def test_a_mart_selected_alone_is_built_with_the_views_it_reads(settings, run_pi
     checks = result.get_asset_check_evaluations()
     assert len(checks) > 50 and all(c.passed for c in checks)
     assert mart.stat().st_mtime_ns > built_before
+    # The pipeline's builds run the data tests, not the SQL's unit tests (the test suite runs those).
+    runs = settings.data_dir / ".nbo" / "dbt_runs"
+    newest = max(runs.iterdir(), key=lambda p: p.stat().st_mtime)
+    kinds = {r["unique_id"].split(".")[0] for r in json.loads((newest / "run_results.json").read_text())["results"]}
+    assert kinds == {"model", "test"}
+
+
+UNIT_TESTS = {
+    "outcomes_measure_sent_and_holdout_notifications_with_every_credited_purchase",
+    "campaign_effectiveness_rates_uplift_and_its_interval",
+    "ally_performance_counts_entries_and_visitors_of_allies_without_notifications",
+    "notification_funnel_counts_each_reason_and_the_effective_per_day",
+    "offer_mix_counts_activities_and_distinct_customers_per_offer_rule_and_segment",
+}
+
+
+def test_the_metrics_sql_passes_its_unit_tests(tmp_path, monkeypatch):
+    """The dbt unit tests (``unit_tests:`` in the models' yml): the SQL of the outcomes and metrics on
+    fixed rows. dbt reads the fixtures' column types from the models' parents, so they run inside a
+    build, here on an empty lake (every staging model an empty typed relation)."""
+    monkeypatch.setenv("NBO_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("NBO_LAKE_URI", raising=False)
+    project = REPO_ROOT / "dbt_project"
+    target = dbt_target_path(tmp_path / ".nbo", "0123456789abcdef")
+    common = ["--project-dir", str(project), "--profiles-dir", str(project), "--target-path", str(target)]
+    result = dbtRunner().invoke(["build", *common, "--log-path", str(tmp_path / "logs")])
+    assert result.success, result.exception
+    units = {r.node.name: str(r.status) for r in result.result.results if r.node.resource_type == "unit_test"}
+    assert units == dict.fromkeys(UNIT_TESTS, "pass")
 
 
 def test_dbt_run_folders_carry_the_parse_state_and_are_pruned(tmp_path):
