@@ -86,6 +86,7 @@ def test_a_mart_selected_alone_is_built_with_the_views_it_reads(settings, run_pi
 
 
 UNIT_TESTS = {
+    "credit_segments_are_the_fico_bands_and_unknown_without_a_score",
     "outcomes_measure_sent_and_holdout_notifications_with_every_credited_purchase",
     "campaign_effectiveness_rates_uplift_and_its_interval",
     "ally_performance_counts_entries_and_visitors_of_allies_without_notifications",
