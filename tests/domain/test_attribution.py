@@ -3,10 +3,14 @@
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nbo_platform.domain.attribution import attribute
+from nbo_platform.duck import connect
 
 T0 = datetime(2025, 6, 2, 23, 50, tzinfo=UTC)
+STORE_ALLY = {10: 1, 11: 1, 20: 2}
 
 
 def credit(con, notes, txs, window=15):
@@ -34,7 +38,7 @@ def credit(con, notes, txs, window=15):
             columns=["transaction_id", "customer_id", "store_id", "amount", "event_time"],
         ),
     )
-    con.register("s", pd.DataFrame({"store_id": [10, 11, 20], "ally_id": [1, 1, 2]}))
+    con.register("s", pd.DataFrame({"store_id": list(STORE_ALLY), "ally_id": list(STORE_ALLY.values())}))
     eff, hold = attribute(con, "SELECT * FROM n", "SELECT * FROM t", "SELECT * FROM s", window)
     pairs = lambda t: con.execute(f"SELECT notification_id, transaction_id FROM {t} ORDER BY 2").fetchall()  # noqa: E731
     return pairs(eff), pairs(hold)
@@ -73,3 +77,50 @@ def test_holdout_is_measured_apart(con):
 def test_window_crosses_midnight(con):
     eff, _ = credit(con, [("a", 1, 1, 0, "sent")], [(1, 1, 10, 15 * 60)])  # 23:50 -> 00:05
     assert eff == [("a", 1)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 3),
+            st.integers(1, 2),
+            st.integers(0, 60),
+            st.sampled_from(["sent", "holdout", "throttled"]),
+        ),
+        min_size=1,  # (the helper's frames take their column types from their rows)
+        max_size=25,
+    ),
+    st.lists(
+        st.tuples(st.integers(1, 3), st.sampled_from(sorted(STORE_ALLY)), st.integers(0, 76)), min_size=1, max_size=25
+    ),
+)
+def test_every_credit_is_the_contracts_rule_taken_one_transaction_at_a_time(notes, txs):
+    """Against the rule as written: a transaction is credited, in each group, exactly when a notification
+    of that group, customer and ally is strictly before it and at most the window earlier, and then to
+    the latest such notification (any of several at that instant)."""
+    # Times on a minute grid (a 15-minute window): equal instants and purchases exactly at the window's
+    # end are frequent.
+    window = 15 * 60
+    notes = [(f"n{i}", c, a, m * 60, r) for i, (c, a, m, r) in enumerate(notes)]
+    txs = [(i, c, store, m * 60) for i, (c, store, m) in enumerate(txs)]
+    eff, hold = credit(connect(), notes, txs, window / 60)
+    at = {n[0]: n[3] for n in notes}
+    for reason, got in (("sent", eff), ("holdout", hold)):
+        expected = {}
+        for tid, cust, store, t in txs:
+            candidates = [
+                s
+                for _, c, a, s, r in notes
+                if r == reason and c == cust and a == STORE_ALLY[store] and s < t <= s + window
+            ]
+            if candidates:
+                expected[tid] = max(candidates)
+        credited = dict((tid, nid) for nid, tid in got)
+        assert len(credited) == len(got)  # a transaction is credited once
+        assert set(credited) == set(expected)
+        for tid, nid in credited.items():
+            note = next(n for n in notes if n[0] == nid)
+            tx = txs[tid]
+            assert note[4] == reason and note[1] == tx[1] and note[2] == STORE_ALLY[tx[2]]
+            assert at[nid] == expected[tid]
