@@ -1,6 +1,9 @@
+import tempfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nbo_platform.domain.offers import (
     account_for_activities,
@@ -11,7 +14,8 @@ from nbo_platform.domain.offers import (
 )
 from nbo_platform.domain.policy import Policy, PolicyError, parse_policy
 from nbo_platform.domain.rules import DEFAULT_RULES_PATH, load_rules
-from nbo_platform.duck import Matching
+from nbo_platform.duck import Matching, connect
+from nbo_platform.lake import Lake
 
 
 def setup(con, versions, activities):
@@ -212,3 +216,35 @@ def test_versions_of_a_day_leave_out_one_ending_at_its_start_and_one_starting_at
         f"SELECT customer_id, version FROM {versions_of_day_sql('customers', DAY)} ORDER BY ALL"
     ).fetchall()
     assert kept == [(1, 2), (1, 3), (2, 1), (4, 1), (4, 2)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    # (customer, hours from the day's start, a coarse grid where an activity at a version's start is
+    # frequent): versions from the day before to the day after.
+    st.lists(st.tuples(st.integers(1, 4), st.integers(-24, 48)), min_size=1, max_size=12, unique=True),
+    st.lists(st.tuples(st.integers(1, 5), st.integers(0, 23)), min_size=1, max_size=20),
+)
+def test_each_activity_joins_the_latest_version_started_at_or_before_it(versions, activities):
+    """Against the rule as written, one activity at a time: the customer's version with the latest
+    valid_from at or before the event time (a later one ends it), else no offer, reason unknown_customer."""
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    at = lambda h: start + timedelta(hours=h)  # noqa: E731
+    # Each version's own FICO, so that the version taken shows in the offer row.
+    rows = [(c, i + 1, at(m), 80000, 600 + i) for i, (c, m) in enumerate(sorted(versions))]
+    con = connect()
+    setup(con, rows, [(c, i, 0.5, at(m)) for i, (c, m) in enumerate(activities)])
+    with tempfile.TemporaryDirectory() as tmp:
+        lake = Lake(tmp)
+        result, assigned, unassigned = offers(con, lake)
+        got = dict(con.execute(f"SELECT activity_id, customer_version FROM {assigned}").fetchall())
+        missing = {i for (i,) in con.execute(f"SELECT activity_id FROM {unassigned}").fetchall()}
+        fico = dict(con.execute(f"SELECT activity_id, fico FROM {assigned}").fetchall())
+    for i, (c, m) in enumerate(activities):
+        started = [(vm_at, version, f) for vc, version, vm_at, _, f in rows if vc == c and vm_at <= at(m)]
+        if started:
+            _, version, f = max(started)
+            assert got[i] == version and fico[i] == f and i not in missing
+        else:
+            assert i in missing and i not in got
+    assert (result.assigned, result.unassigned) == (len(got), len(missing))
