@@ -1,11 +1,15 @@
 import hashlib
 import json
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from nbo_platform.domain.feeds import CUSTOMER_ACTIVITY, LOCATION_PINGS
 from nbo_platform.domain.landing import (
@@ -20,6 +24,9 @@ from nbo_platform.domain.landing import (
     scan_landing,
     stored_types,
 )
+from nbo_platform.duck import connect
+from nbo_platform.lake import Lake
+from nbo_platform.settings import load_settings
 
 NOW = datetime(2025, 3, 2, 12, tzinfo=UTC)
 
@@ -612,3 +619,66 @@ def test_parquet_columns_stored_with_their_type_validate_as_text_does(tmp_path):
         "event_time: missing",
         "event_time: before the first partition (2024-01-01)",
     ]
+
+
+# What a line of a generated activity file is: a good record (with an id from a small pool, so that
+# repeats within and across files are frequent), one of the kinds of bad record, or a blank line.
+_LINE = st.one_of(
+    st.tuples(st.just("good"), st.integers(1, 6)),
+    st.tuples(
+        st.sampled_from(["unparseable", "not an object", "missing", "out of range", "not a number", "blank"]),
+        st.integers(1, 6),
+    ),
+)
+_BAD = {
+    "unparseable": lambda i: '{"activity_id": ' + str(i),
+    "not an object": lambda i: f"[{i}]",
+    "missing": lambda i: json.dumps(activity(i, customer_id=None)),
+    "out of range": lambda i: json.dumps(activity(i, propensity_to_buy=1.5)),
+    "not a number": lambda i: json.dumps(activity(i, propensity_to_buy="high")),
+    "blank": lambda i: "   ",
+}
+
+
+@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(_LINE, max_size=8), min_size=1, max_size=4), st.sampled_from([1, BATCH_BYTES]))
+def test_every_line_is_new_duplicate_or_quarantined_as_one_file_after_another_would_have_it(files, batch_bytes):
+    """Against the rule taken one line at a time, in file order: a bad record is quarantined, a good one
+    is new unless its id was accepted before (earlier file or line), blank lines are no records; for
+    every file, read = accepted + quarantined and accepted = new + duplicate; in one pass or a file a pass."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_settings({"NBO_DATA_DIR": tmp})
+        lake, con = Lake(config.lake_uri), connect()
+        expected, seen = {}, set()
+        for n, lines in enumerate(files):
+            name = f"f{n}.jsonl"
+            text, counts, new = [], dict(read=0, quarantined=0, new=0, duplicate=0), []
+            for line_no, (kind, i) in enumerate(lines, start=1):
+                text.append(json.dumps(activity(i)) if kind == "good" else _BAD[kind](i))
+                if kind == "blank":
+                    continue
+                counts["read"] += 1
+                if kind != "good":
+                    counts["quarantined"] += 1
+                elif i in seen:
+                    counts["duplicate"] += 1
+                else:
+                    seen.add(i)
+                    counts["new"] += 1
+                    new.append((i, line_no))
+            write_jsonl(config.landing_dir / "customer_activity" / name, text)
+            expected[name] = (counts, new)
+        results, _ = ingest(config, lake, con, batch_bytes=batch_bytes)
+        for r in results:
+            counts, _ = expected[r.file]
+            assert (r.rows_read, r.rows_quarantined, r.rows_new, r.rows_duplicate) == tuple(counts.values()), r
+            assert r.rows_read == r.rows_accepted + r.rows_quarantined
+            assert r.rows_accepted == r.rows_new + r.rows_duplicate
+        assert {r.file for r in results} == set(expected)
+        stored = []
+        if lake.has_files("customer_activity"):
+            stored = con.execute(
+                f"SELECT source_file, activity_id, source_line FROM {lake.scan_sql('customer_activity')} ORDER BY ALL"
+            ).fetchall()
+        assert stored == sorted((f, i, line) for f, (_, new) in expected.items() for i, line in new)
+        assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
