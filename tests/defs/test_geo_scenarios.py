@@ -5,6 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
+from nbo_platform.defs.ingestion.sensors import plan_landing_runs
+from nbo_platform.defs.resources import build_resources
 from nbo_platform.domain.geofence import METRES_PER_DEGREE
 from nbo_platform.generate import PRESETS, Spec, generate
 from nbo_platform.generate.events import Behaviour
@@ -81,6 +83,49 @@ def test_purchase_after_midnight_is_credited_whatever_the_file_order(
     assert warehouse("SELECT reason FROM notifications") == [("sent",)]
     assert warehouse("SELECT transaction_id, minutes_to_purchase FROM effective_notifications") == [(1, 15.0)]
     assert warehouse("SELECT sum(effective_notifications) FROM campaign_effectiveness") == [(1,)]
+
+
+@pytest.mark.parametrize("next_day_later", [False, True], ids=["one file", "next day's pings later"])
+def test_a_purchase_after_midnight_goes_to_the_latest_notification_whatever_its_day(
+    settings, run_pipeline, warehouse, next_day_later
+):
+    """A cooldown shorter than the window: notified at 23:50 and again at 00:01, a purchase at 00:05 is
+    credited once, to 00:01, also when the next day's pings arrive after the day before was credited."""
+    write_reference(settings)
+    (settings.reference_dir / "policy.yaml").write_text("cooldown_minutes: 5\nattribution_window_minutes: 15\n")
+    first = DAY1 + timedelta(hours=23, minutes=50)
+    second = first + timedelta(minutes=11)  # 00:01 the next day
+    day1 = [ping(first - timedelta(minutes=1), False), ping(first), ping(first + timedelta(minutes=2), False)]
+    day2 = [ping(second)]
+    drop(settings, "transactions", "tx-1.csv", [purchase(1, second + timedelta(minutes=4))])
+    if next_day_later:
+        drop(settings, "location_pings", "pings-1.csv", day1)
+        run_pipeline()
+        assert warehouse("SELECT notification_id IS NOT NULL FROM effective_notifications") == [(True,)]
+        drop(settings, "location_pings", "pings-2.csv", day2)
+    else:
+        drop(settings, "location_pings", "pings-1.csv", day1 + day2)
+    run_pipeline()
+    assert warehouse("SELECT event_time, reason FROM notifications ORDER BY 1") == [(first, "sent"), (second, "sent")]
+    assert warehouse("SELECT transaction_id, notified_at, minutes_to_purchase FROM effective_notifications") == [
+        (1, second, 4.0)
+    ]
+    assert warehouse("SELECT sum(effective_notifications) FROM campaign_effectiveness") == [(1,)]
+
+
+@pytest.mark.parametrize("cooldown", [5, 60])
+def test_the_day_before_is_credited_again_after_a_days_decisions_when_the_cooldown_is_shorter(settings, cooldown):
+    write_reference(settings)
+    (settings.reference_dir / "policy.yaml").write_text(f"cooldown_minutes: {cooldown}\n")
+    first = DAY1 + timedelta(hours=23, minutes=50)
+    drop(settings, "location_pings", "pings-1.csv", [ping(first), ping(first + timedelta(minutes=11))])
+    plan = plan_landing_runs(Lake(settings.lake_uri), build_resources(settings)["landing"])
+    geo = {"location_pings", "geofence_hits", "notifications", "all_notifications", "notification_deliveries"}
+    attribution = {"effective_notifications", "holdout_conversions", "transactions"}
+    steps = [(r.date, r.assets) for r in plan]
+    assert steps[:2] == [("2025-06-02", geo | attribution), ("2025-06-03", geo | attribution)]
+    # Once the 3rd's notifications are decided, a purchase of the 3rd may be theirs, not the 2nd's.
+    assert steps[2:] == ([("2025-06-02", attribution)] if cooldown < 15 else [])
 
 
 def test_late_pings_recompute_later_hits_but_never_revoke_a_sent_notification(settings, run_pipeline, warehouse):

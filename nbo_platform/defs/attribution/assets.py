@@ -4,6 +4,12 @@ The partition of a notification's date reads the transactions of that date and o
 (an attribution window crosses midnight: a notification at 23:50 is credited with a purchase at 00:05).
 A transaction file for a date therefore re-computes that date and the date before it, whatever
 order the files arrive in; nothing else.
+
+It also reads the next day's notifications: a purchase goes to the latest notification before it,
+which may be the next day's (notified at 23:50 and again at 00:01 when the cooldown is shorter than
+the window: a purchase at 00:05 is the 00:01 notification's, not the day before's). The pairs kept
+are those of the date's own notifications; the sensor's plan credits the day before again once a
+day's notifications are decided (``plan_landing_runs``), so a purchase is never credited twice.
 """
 
 import math
@@ -18,9 +24,10 @@ from nbo_platform.defs.notifications.assets import files_sql
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.resources import LakeResource, WarehouseResource
 from nbo_platform.domain.attribution import attribute
-from nbo_platform.duck import connect
+from nbo_platform.duck import connect, sql_literal
 
-TRANSACTIONS_WINDOW = dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1)
+# A date and the next: what an attribution window crossing midnight reaches.
+DAY_AND_NEXT = dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1)
 EMPTY_TRANSACTIONS = (
     "SELECT NULL::BIGINT transaction_id, NULL::BIGINT customer_id, NULL::BIGINT store_id, NULL::DOUBLE amount, "
     "NULL::TIMESTAMPTZ event_time WHERE false"
@@ -41,16 +48,20 @@ def attribute_date(con, lake, date: str, window_minutes: float) -> tuple[int, in
         for t in targets:
             t.unlink(missing_ok=True)
         return 0, 0
-    tx = files_sql(lake, "transactions", transaction_dates(date, window_minutes))
+    reach = transaction_dates(date, window_minutes)
+    tx = files_sql(lake, "transactions", reach)
+    # The notifications of the dates the window reaches compete for the same purchases: a later one
+    # takes them. Only this date's notifications' pairs are its partition.
     effective, holdout = attribute(
         con,
-        f"SELECT * FROM {notes}",
+        f"SELECT * FROM {files_sql(lake, 'notifications', reach)}",
         f"SELECT * FROM {tx}" if tx else EMPTY_TRANSACTIONS,
         f"SELECT store_id, ally_id FROM {lake.scan_sql('stores', hive=False)}",
         window_minutes,
     )
     pairs = zip((effective, holdout), targets, strict=True)
-    return tuple(lake.write(con, f"SELECT * FROM {t}", target) for t, target in pairs)
+    own = f"WHERE date = DATE {sql_literal(date)}"
+    return tuple(lake.write(con, f"SELECT * FROM {t} {own}", target) for t, target in pairs)
 
 
 @dg.multi_asset(
@@ -58,8 +69,8 @@ def attribute_date(con, lake, date: str, window_minutes: float) -> tuple[int, in
         dg.AssetSpec(
             "effective_notifications",
             deps=[
-                "notifications",
-                dg.AssetDep("transactions", partition_mapping=TRANSACTIONS_WINDOW),
+                dg.AssetDep("notifications", partition_mapping=DAY_AND_NEXT),
+                dg.AssetDep("transactions", partition_mapping=DAY_AND_NEXT),
                 "stores",
                 "policy",
             ],
@@ -74,8 +85,8 @@ def attribute_date(con, lake, date: str, window_minutes: float) -> tuple[int, in
         dg.AssetSpec(
             "holdout_conversions",
             deps=[
-                "notifications",
-                dg.AssetDep("transactions", partition_mapping=TRANSACTIONS_WINDOW),
+                dg.AssetDep("notifications", partition_mapping=DAY_AND_NEXT),
+                dg.AssetDep("transactions", partition_mapping=DAY_AND_NEXT),
                 "stores",
                 "policy",
             ],

@@ -8,6 +8,7 @@ does not list yet, so a file is requested once even while its run is queued.
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -16,6 +17,7 @@ import dagster as dg
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource
 from nbo_platform.domain.feeds import LANDING_FEEDS
 from nbo_platform.domain.landing import planned_dates, scan_landing
+from nbo_platform.domain.policy import PolicyError, load_policy
 from nbo_platform.duck import connect
 from nbo_platform.lake import Lake
 
@@ -95,14 +97,42 @@ def plan_landing_runs(
             run = runs.setdefault(before, PlannedRun(before))
             run.assets |= set(ATTRIBUTION_ASSETS)
             run.files.add(f"transactions-of:{d}")
-    for run in runs.values():
+    # With a cooldown shorter than the attribution window, a customer can be notified again before a
+    # window closes, and a purchase goes to the latest notification: one of the next day's (00:01)
+    # takes a purchase (00:05) the day before's (23:50) was credited with. The days before a day that
+    # gets new decisions are credited again after it, at the end of the plan.
+    again: dict[str, PlannedRun] = {}
+    window = _window_if_cooldown_is_shorter(lake, landing)
+    if window is not None:
+        for d in [d for d in sorted(runs) if "notifications" in runs[d].assets]:
+            for back in range(1, math.ceil(window / 1440) + 1):
+                before = (date.fromisoformat(d) - timedelta(days=back)).isoformat()
+                if before in lake.dates("notifications") or (before in runs and "notifications" in runs[before].assets):
+                    run = again.setdefault(before, PlannedRun(before))
+                    run.assets |= set(ATTRIBUTION_ASSETS)
+                    run.files.add(f"notifications-of:{d}")
+    for run in [*runs.values(), *again.values()]:
         if run.assets & set(ATTRIBUTION_ASSETS):
             # Ingesting takes every pending transaction file, whatever its date: the next day's
             # purchases are in the lake before this day's notifications are credited.
             run.assets.add("transactions")
         if "customers" in run.assets and not run.files:
             run.files.add(f"customers-changed-since:{min(changed_customer_dates)}")
-    return [runs[d] for d in sorted(runs)]
+    return [runs[d] for d in sorted(runs)] + [again[d] for d in sorted(again)]
+
+
+def _window_if_cooldown_is_shorter(lake: Lake, landing: LandingZoneResource) -> float | None:
+    """The attribution window (minutes) when a policy in force has a cooldown shorter than it: the
+    reference file the run will load, or the lake's snapshot of the last one loaded."""
+    windows = []
+    for path in (landing.reference_dir / "policy.yaml", lake.table_dir("policy") / "policy.yaml"):
+        try:
+            policy = load_policy(path)
+        except PolicyError:
+            continue  # the policy asset fails the run with the reason
+        if policy.cooldown_minutes < policy.attribution_window_minutes:
+            windows.append(policy.attribution_window_minutes)
+    return max(windows, default=None)
 
 
 @dg.sensor(
