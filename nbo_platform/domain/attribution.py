@@ -6,7 +6,10 @@ transaction is credited to the latest such notification only. Holdout entries (t
 decided like a sent notification, never delivered) are measured the same way, on their own.
 
 One ASOF join per group does it: for each transaction, the latest notification of the same customer
-and ally strictly before it; kept when it is within the window.
+and ally strictly before it; kept when it is within the window. Notifications of one customer and
+ally at the same instant (entries into two fences of an ally at once, both sent when the cooldown is
+0) are one candidate: the first in decision order (the nearest store, then the lowest store id), so
+that the credit does not depend on how the join meets equal times.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ def attribute_sql(notifications: str, transactions: str, stores: str, window_min
     """SQL of the credited (notification, transaction) pairs of one group (``reason`` sent or holdout).
 
     ``notifications``: notification_id, customer_id, ally_id, store_id, campaign_id, channel, event_time,
-    reason. ``transactions``: transaction_id, customer_id, store_id, amount, event_time.
+    reason, distance_m. ``transactions``: transaction_id, customer_id, store_id, amount, event_time.
     ``stores``: store_id, ally_id.
     """
     window = f"to_microseconds({int(round(window_minutes * 60_000_000))})"
@@ -28,6 +31,9 @@ def attribute_sql(notifications: str, transactions: str, stores: str, window_min
         WITH n AS (
             SELECT notification_id, customer_id, ally_id, store_id, campaign_id, channel, event_time
             FROM ({notifications}) WHERE reason = '{reason}'
+            QUALIFY row_number() OVER (
+                PARTITION BY customer_id, ally_id, event_time ORDER BY distance_m, store_id, notification_id
+            ) = 1
         ),
         t AS (
             SELECT t.transaction_id, t.customer_id, s.ally_id, t.store_id, t.amount, t.event_time

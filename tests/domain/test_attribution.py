@@ -14,11 +14,15 @@ STORE_ALLY = {10: 1, 11: 1, 20: 2}
 
 
 def credit(con, notes, txs, window=15):
-    """notes: (id, customer, ally, seconds after T0, reason); txs: (id, customer, store, seconds after T0)."""
+    """notes: (id, customer, ally, seconds after T0, reason[, store, distance]); txs: (id, customer, store,
+    seconds after T0). A note's store is its ally's first (ally * 10) at 0 m unless given."""
     con.register(
         "n",
         pd.DataFrame(
-            [(i, c, a, a * 10, 1, "push", T0 + timedelta(seconds=s), r) for i, c, a, s, r in notes],
+            [
+                (i, c, a, at[0] if at else a * 10, 1, "push", T0 + timedelta(seconds=s), r, at[1] if at else 0.0)
+                for i, c, a, s, r, *at in notes
+            ],
             columns=[
                 "notification_id",
                 "customer_id",
@@ -28,6 +32,7 @@ def credit(con, notes, txs, window=15):
                 "channel",
                 "event_time",
                 "reason",
+                "distance_m",
             ],
         ),
     )
@@ -79,14 +84,22 @@ def test_window_crosses_midnight(con):
     assert eff == [("a", 1)]
 
 
+def test_notifications_at_the_same_instant_credit_the_first_in_decision_order(con):
+    # Two fences of one ally entered at once, both sent (cooldown 0): the nearer store's notification
+    # takes the purchase, the same one at every run.
+    notes = [("far", 1, 1, 0, "sent", 10, 30.0), ("near", 1, 1, 0, "sent", 11, 10.0)]
+    assert [credit(con, notes, [(1, 1, 10, 60)]) for _ in range(5)] == [([("near", 1)], [])] * 5
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(
         st.tuples(
             st.integers(1, 3),
-            st.integers(1, 2),
+            st.sampled_from(sorted(STORE_ALLY)),
             st.integers(0, 60),
             st.sampled_from(["sent", "holdout", "throttled"]),
+            st.sampled_from([0.0, 5.0]),
         ),
         min_size=1,  # (the helper's frames take their column types from their rows)
         max_size=25,
@@ -98,29 +111,24 @@ def test_window_crosses_midnight(con):
 def test_every_credit_is_the_contracts_rule_taken_one_transaction_at_a_time(notes, txs):
     """Against the rule as written: a transaction is credited, in each group, exactly when a notification
     of that group, customer and ally is strictly before it and at most the window earlier, and then to
-    the latest such notification (any of several at that instant)."""
+    the latest such notification; of several at that instant, the first in decision order (nearest
+    store, lowest store id, then id)."""
     # Times on a minute grid (a 15-minute window): equal instants and purchases exactly at the window's
     # end are frequent.
     window = 15 * 60
-    notes = [(f"n{i}", c, a, m * 60, r) for i, (c, a, m, r) in enumerate(notes)]
+    notes = [(f"n{i}", c, STORE_ALLY[st_], m * 60, r, st_, d) for i, (c, st_, m, r, d) in enumerate(notes)]
     txs = [(i, c, store, m * 60) for i, (c, store, m) in enumerate(txs)]
     eff, hold = credit(connect(), notes, txs, window / 60)
-    at = {n[0]: n[3] for n in notes}
     for reason, got in (("sent", eff), ("holdout", hold)):
         expected = {}
         for tid, cust, store, t in txs:
             candidates = [
-                s
-                for _, c, a, s, r in notes
+                (-s, d, st_, nid)
+                for nid, c, a, s, r, st_, d in notes
                 if r == reason and c == cust and a == STORE_ALLY[store] and s < t <= s + window
             ]
             if candidates:
-                expected[tid] = max(candidates)
-        credited = dict((tid, nid) for nid, tid in got)
-        assert len(credited) == len(got)  # a transaction is credited once
-        assert set(credited) == set(expected)
-        for tid, nid in credited.items():
-            note = next(n for n in notes if n[0] == nid)
-            tx = txs[tid]
-            assert note[4] == reason and note[1] == tx[1] and note[2] == STORE_ALLY[tx[2]]
-            assert at[nid] == expected[tid]
+                expected[tid] = min(candidates)[-1]
+        assert sorted(got, key=lambda p: p[1]) == sorted(
+            ((nid, tid) for tid, nid in expected.items()), key=lambda p: p[1]
+        )
