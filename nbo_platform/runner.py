@@ -36,15 +36,32 @@ class RunReport:
         return sum(s for _, _, s in self.runs)
 
 
+# The landing-zone sensor's runs, one at a time in the order requested (event-date order): a day's
+# geofence state, decisions and credits follow from the day before's, and the daemon's queue would
+# otherwise start up to ten of them at once.
+SENSOR_RUNS_ONE_AT_A_TIME = (
+    "concurrency:\n  runs:\n    tag_concurrency_limits:\n"
+    "      - key: nbo/trigger\n        value: landing_zone_sensor\n        limit: 1\n"
+)
+
+
 def ensure_dagster_home(settings: Settings) -> str:
-    """DAGSTER_HOME (default: under the data dir), with telemetry off: nothing leaves the machine."""
+    """DAGSTER_HOME (default: under the data dir), with telemetry off: nothing leaves the machine.
+
+    An existing ``dagster.yaml`` keeps its settings; what it lacks of freshness evaluation and of the
+    sensor runs' ordering is added."""
     home = os.environ.get("DAGSTER_HOME") or str(settings.dagster_home)
     os.environ["DAGSTER_HOME"] = home
     os.makedirs(home, exist_ok=True)
     config = Path(home) / "dagster.yaml"
     text = config.read_text() if config.exists() else "telemetry:\n  enabled: false\n"
-    if "freshness:" not in text:  # the feeds' freshness policies are evaluated only when enabled
-        config.write_text(text + "freshness:\n  enabled: true\n")
+    added = text
+    if "freshness:" not in added:  # the feeds' freshness policies are evaluated only when enabled
+        added += "freshness:\n  enabled: true\n"
+    if "concurrency:" not in added:
+        added += SENSOR_RUNS_ONE_AT_A_TIME
+    if added != text or not config.exists():
+        config.write_text(added)
     return home
 
 

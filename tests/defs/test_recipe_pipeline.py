@@ -15,6 +15,7 @@ from nbo_platform.domain.rules import DEFAULT_RULES_PATH
 from nbo_platform.duck import connect
 from nbo_platform.lake import Lake
 from nbo_platform.recipe import EXPECTED_LOOKUP, write_recipe
+from nbo_platform.runner import ensure_dagster_home
 
 START = datetime(2025, 6, 2, 9, tzinfo=UTC)
 LOOKUP = (
@@ -177,6 +178,23 @@ def test_sensor_requests_each_file_once(settings):
         cursor = ctx.cursor
     with dg.build_sensor_context(resources=resources, cursor=cursor) as ctx:
         assert isinstance(next(iter(landing_zone_sensor(ctx))), dg.SkipReason)
+
+
+def test_the_sensors_runs_queue_one_at_a_time_in_the_local_dagster_home(settings, monkeypatch):
+    """The daemon's queue starts up to ten runs at once; the sensor's date runs must follow one another."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = Path(ensure_dagster_home(settings))
+    queue = dg.DagsterInstance.from_config(str(home)).get_concurrency_config().run_queue_config
+    assert {"key": "nbo/trigger", "value": "landing_zone_sensor", "limit": 1} in queue.tag_concurrency_limits
+    # A home with its own settings keeps them; only what it lacks is added, once.
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: true\nconcurrency:\n  runs:\n    max_concurrent_runs: 3\n"
+    )
+    ensure_dagster_home(settings)
+    ensure_dagster_home(settings)
+    text = (home / "dagster.yaml").read_text()
+    assert text.startswith("telemetry:\n  enabled: true\nconcurrency:") and text.count("freshness:") == 1
+    assert "tag_concurrency_limits" not in text
 
 
 def test_rules_lint_command(tmp_path, capsys):
