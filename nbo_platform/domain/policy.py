@@ -12,6 +12,11 @@ class PolicyError(ValueError):
     pass
 
 
+# A day's notifications are credited with the purchases of that day and the next (the attribution
+# assets' partition mapping, the plan's "day before", the marts' tests): a longer window would miss some.
+MAX_ATTRIBUTION_WINDOW_MINUTES = 1440
+
+
 @dataclass(frozen=True)
 class Policy:
     cooldown_minutes: float = 60
@@ -34,6 +39,12 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     for k, v in doc.items():
         if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
             raise PolicyError(f"{source}: {k} must be a non-negative number, got {v!r}")
+    window = doc.get("attribution_window_minutes", 0)
+    if window > MAX_ATTRIBUTION_WINDOW_MINUTES:
+        raise PolicyError(
+            f"{source}: attribution_window_minutes must be at most {MAX_ATTRIBUTION_WINDOW_MINUTES} (a day), "
+            f"got {window!r}: a day's notifications are credited with the purchases of that day and the next"
+        )
     return Policy(**doc)
 
 

@@ -193,6 +193,9 @@ def test_policy_defaults_and_unknown_key():
         parse_policy("cooldown: 30", source="policy.yaml")
     with pytest.raises(PolicyError, match="must be a non-negative number"):
         parse_policy("max_accuracy_m: -1")
+    assert parse_policy("attribution_window_minutes: 1440").attribution_window_minutes == 1440
+    with pytest.raises(PolicyError, match=r"policy.yaml: attribution_window_minutes must be at most 1440 \(a day\)"):
+        parse_policy("attribution_window_minutes: 1441", source="policy.yaml")
 
 
 def test_versions_of_a_day_leave_out_one_ending_at_its_start_and_one_starting_at_its_end(con):

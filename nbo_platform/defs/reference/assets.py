@@ -268,7 +268,7 @@ POLICY_SNAPSHOT = "policy.yaml"
     kinds={"yaml"},
     owners=["team:marketing"],
     description="The notification policy (`reference/policy.yaml`): cooldown_minutes, "
-    "attribution_window_minutes, max_accuracy_m. An unknown key or a negative value fails the run; "
+    "attribution_window_minutes (at most a day), max_accuracy_m. An unknown key or a negative value fails the run; "
     "absent file: the defaults (60, 15, 100). A snapshot is kept in the lake for the runs that follow.",
 )
 def policy(context: dg.AssetExecutionContext, lake: LakeResource, landing: LandingZoneResource) -> dg.MaterializeResult:
