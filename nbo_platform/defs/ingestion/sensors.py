@@ -8,7 +8,6 @@ does not list yet, so a file is requested once even while its run is queued.
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -102,15 +101,13 @@ def plan_landing_runs(
     # takes a purchase (00:05) the day before's (23:50) was credited with. The days before a day that
     # gets new decisions are credited again after it, at the end of the plan.
     again: dict[str, PlannedRun] = {}
-    window = _window_if_cooldown_is_shorter(lake, landing)
-    if window is not None:
+    if _cooldown_shorter_than_window(lake, landing):
         for d in [d for d in sorted(runs) if "notifications" in runs[d].assets]:
-            for back in range(1, math.ceil(window / 1440) + 1):
-                before = (date.fromisoformat(d) - timedelta(days=back)).isoformat()
-                if before in lake.dates("notifications") or (before in runs and "notifications" in runs[before].assets):
-                    run = again.setdefault(before, PlannedRun(before))
-                    run.assets |= set(ATTRIBUTION_ASSETS)
-                    run.files.add(f"notifications-of:{d}")
+            before = (date.fromisoformat(d) - timedelta(days=1)).isoformat()  # a window is at most a day
+            if before in lake.dates("notifications") or (before in runs and "notifications" in runs[before].assets):
+                run = again.setdefault(before, PlannedRun(before))
+                run.assets |= set(ATTRIBUTION_ASSETS)
+                run.files.add(f"notifications-of:{d}")
     for run in [*runs.values(), *again.values()]:
         if run.assets & set(ATTRIBUTION_ASSETS):
             # Ingesting takes every pending transaction file, whatever its date: the next day's
@@ -121,18 +118,17 @@ def plan_landing_runs(
     return [runs[d] for d in sorted(runs)] + [again[d] for d in sorted(again)]
 
 
-def _window_if_cooldown_is_shorter(lake: Lake, landing: LandingZoneResource) -> float | None:
-    """The attribution window (minutes) when a policy in force has a cooldown shorter than it: the
-    reference file the run will load, or the lake's snapshot of the last one loaded."""
-    windows = []
+def _cooldown_shorter_than_window(lake: Lake, landing: LandingZoneResource) -> bool:
+    """Whether a policy in force has a cooldown shorter than its attribution window: the reference
+    file the run will load, or the lake's snapshot of the last one loaded."""
     for path in (landing.reference_dir / "policy.yaml", lake.table_dir("policy") / "policy.yaml"):
         try:
             policy = load_policy(path)
         except PolicyError:
             continue  # the policy asset fails the run with the reason
         if policy.cooldown_minutes < policy.attribution_window_minutes:
-            windows.append(policy.attribution_window_minutes)
-    return max(windows, default=None)
+            return True
+    return False
 
 
 @dg.sensor(
