@@ -128,6 +128,26 @@ def test_the_day_before_is_credited_again_after_a_days_decisions_when_the_cooldo
     assert steps[2:] == ([("2025-06-02", attribution)] if cooldown < 15 else [])
 
 
+def test_each_new_file_of_the_next_day_requests_the_day_before_under_a_new_run_key(settings, run_pipeline):
+    """The sensor never requests a run key twice: the day before's attribution, planned because of a
+    file of the next day, must get a new key with every such file."""
+    write_reference(settings)
+    notified_at = DAY1 + timedelta(hours=23, minutes=50)
+    drop(
+        settings, "location_pings", "pings-1.csv", [ping(notified_at - timedelta(minutes=1), False), ping(notified_at)]
+    )
+    run_pipeline()
+    landing, lake = build_resources(settings)["landing"], Lake(settings.lake_uri)
+    keys = []
+    for n in (1, 2):
+        drop(settings, "transactions", f"tx-{n}.csv", [purchase(n, notified_at + timedelta(minutes=10 + n))])
+        [before] = [r for r in plan_landing_runs(lake, landing) if r.date == "2025-06-02"]
+        assert before.assets == {"effective_notifications", "holdout_conversions", "transactions"}
+        keys.append(before.run_key)
+        run_pipeline()
+    assert keys[0] != keys[1]
+
+
 def test_late_pings_recompute_later_hits_but_never_revoke_a_sent_notification(settings, run_pipeline, warehouse):
     write_reference(settings)
     day2 = DAY1 + timedelta(days=1)

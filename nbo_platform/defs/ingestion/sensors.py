@@ -74,6 +74,13 @@ def plan_landing_runs(
                     ping_dates.add(d)
                 elif name == "transactions":
                     transaction_dates.add(d)
+
+    # A run planned because of files of other dates carries those files' tokens too: its run key then
+    # differs for each new file, and the sensor (which never requests a run key twice) requests it again.
+    def files_of(feed: str, dates: set[str]) -> set[str]:
+        return {t for d in dates for t in runs[d].files if t.startswith(f"{feed}/")}
+
+    customer_files = files_of("customers", changed_customer_dates)
     if changed_customer_dates:
         # A new customer version changes the offers of every later activity already processed.
         first = min(changed_customer_dates)
@@ -88,14 +95,14 @@ def plan_landing_runs(
             if d > first:
                 run = runs.setdefault(d, PlannedRun(d))
                 run.assets |= set(GEO_ASSETS)
-                run.files.add(f"pings-changed-since:{first}")
+                run.files |= {f"pings-changed-since:{first}", *files_of("location_pings", ping_dates)}
     for d in transaction_dates:
         # Purchases just after midnight are credited to notifications of the day before.
         before = (date.fromisoformat(d) - timedelta(days=1)).isoformat()
         if before in lake.dates("notifications") or before in runs:
             run = runs.setdefault(before, PlannedRun(before))
             run.assets |= set(ATTRIBUTION_ASSETS)
-            run.files.add(f"transactions-of:{d}")
+            run.files |= {f"transactions-of:{d}", *files_of("transactions", {d})}
     # With a cooldown shorter than the attribution window, a customer can be notified again before a
     # window closes, and a purchase goes to the latest notification: one of the next day's (00:01)
     # takes a purchase (00:05) the day before's (23:50) was credited with. The days before a day that
@@ -107,14 +114,14 @@ def plan_landing_runs(
             if before in lake.dates("notifications") or (before in runs and "notifications" in runs[before].assets):
                 run = again.setdefault(before, PlannedRun(before))
                 run.assets |= set(ATTRIBUTION_ASSETS)
-                run.files.add(f"notifications-of:{d}")
+                run.files |= {f"notifications-of:{d}", *runs[d].files}
     for run in [*runs.values(), *again.values()]:
         if run.assets & set(ATTRIBUTION_ASSETS):
             # Ingesting takes every pending transaction file, whatever its date: the next day's
             # purchases are in the lake before this day's notifications are credited.
             run.assets.add("transactions")
         if "customers" in run.assets and not run.files:
-            run.files.add(f"customers-changed-since:{min(changed_customer_dates)}")
+            run.files |= {f"customers-changed-since:{min(changed_customer_dates)}", *customer_files}
     return [runs[d] for d in sorted(runs)] + [again[d] for d in sorted(again)]
 
 
