@@ -29,7 +29,6 @@ REFERENCE_ASSETS = ("offers", "nbo_rules", "customers")
 @dataclass
 class RunReport:
     runs: list[tuple[str, list[str], float]] = field(default_factory=list)  # (partition, assets, seconds)
-    step_seconds: dict[str, float] = field(default_factory=dict)  # per Dagster step (asset or multi-asset)
 
     @property
     def seconds(self) -> float:
@@ -107,9 +106,6 @@ def run_pipeline(
         assert result.success
         seconds = time.perf_counter() - started
         report.runs.append((partition or "-", keys, seconds))
-        for event in result.get_step_success_events():
-            ms = event.event_specific_data.duration_ms or 0
-            report.step_seconds[event.step_key] = report.step_seconds.get(event.step_key, 0.0) + ms / 1000
         echo(f"  {partition or label:<10}  {', '.join(keys)}  ({seconds:.1f} s)")
 
     reference = ["offers", "nbo_rules"]

@@ -12,7 +12,6 @@ are those of the date's own notifications; the sensor's plan credits the day bef
 day's notifications are decided (``plan_landing_runs``), so a purchase is never credited twice.
 """
 
-import math
 from datetime import date as Date
 from datetime import timedelta
 
@@ -34,11 +33,10 @@ EMPTY_TRANSACTIONS = (
 )
 
 
-def transaction_dates(date: str, window_minutes: float) -> list[str]:
-    """The dates whose transactions can be credited to notifications of ``date``."""
-    days = max(1, math.ceil(window_minutes / 1440))
-    d0 = Date.fromisoformat(date)
-    return [(d0 + timedelta(days=i)).isoformat() for i in range(days + 1)]
+def window_dates(date: str) -> list[str]:
+    """The dates an attribution window opened on ``date`` reaches: it and the next (a window is at most
+    a day, ``MAX_ATTRIBUTION_WINDOW_MINUTES``)."""
+    return [date, (Date.fromisoformat(date) + timedelta(days=1)).isoformat()]
 
 
 def attribute_date(con, lake, date: str, window_minutes: float) -> tuple[int, int]:
@@ -48,7 +46,7 @@ def attribute_date(con, lake, date: str, window_minutes: float) -> tuple[int, in
         for t in targets:
             t.unlink(missing_ok=True)
         return 0, 0
-    reach = transaction_dates(date, window_minutes)
+    reach = window_dates(date)
     tx = files_sql(lake, "transactions", reach)
     # The notifications of the dates the window reaches compete for the same purchases: a later one
     # takes them. Only this date's notifications' pairs are its partition.
