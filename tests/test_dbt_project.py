@@ -25,10 +25,19 @@ def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_pat
     monkeypatch.setenv("NBO_DATA_DIR", str(settings.data_dir))
     prepare_mart_dirs(settings.data_dir / "lake")
     project = REPO_ROOT / "dbt_project"
-    # A new data dir's first invocation starts from the project's parse state (another lake path than
-    # the one it was parsed with): dbt parses again only what reads the changed variables.
+    # A new data dir's first invocation starts from the project's parse state (parsed with another lake
+    # path): nothing dbt parses depends on the data dir, so no file is parsed again.
     target = dbt_target_path(settings.data_dir / ".nbo", "0123456789abcdef")
     assert (target / PARTIAL_PARSE).is_file()
+    elsewhere = tmp_path / "parsed_elsewhere"
+    with monkeypatch.context() as env:
+        env.setenv("NBO_LAKE_URI", str(tmp_path / "another_lake"))
+        parsed = dbtRunner().invoke(
+            ["parse", "--project-dir", str(project), "--profiles-dir", str(project), "--target-path", str(elsewhere)]
+            + ["--log-path", str(tmp_path / "parse_logs")]
+        )
+    assert parsed.success, parsed.exception
+    shutil.copyfile(elsewhere / PARTIAL_PARSE, target / PARTIAL_PARSE)
     events = []
     result = dbtRunner(callbacks=[lambda e: events.append(e.info.name)]).invoke(
         [
@@ -45,6 +54,7 @@ def test_dbt_build_on_recipe_output(settings, run_pipeline, monkeypatch, tmp_pat
     )
     assert result.success, result.exception
     assert "UnableToPartialParse" not in events and "PartialParsingEnabled" in events
+    assert "PartialParsingFile" not in events, "a file was parsed again for the new data dir"
     # Nothing is reported to dbt Labs (the project's flag): the platform runs offline.
     assert "'send_anonymous_usage_stats': 'False'" in (tmp_path / "logs" / "dbt.log").read_text()
     statuses = {r.node.name: str(r.status) for r in result.result.results}
@@ -82,7 +92,7 @@ def test_a_mart_selected_alone_is_built_with_the_views_it_reads(settings, run_pi
     runs = settings.data_dir / ".nbo" / "dbt_runs"
     newest = max(runs.iterdir(), key=lambda p: p.stat().st_mtime)
     kinds = {r["unique_id"].split(".")[0] for r in json.loads((newest / "run_results.json").read_text())["results"]}
-    assert kinds == {"model", "test"}
+    assert kinds == {"model", "test", "operation"}  # operation: the on-run-start hook (the lake root)
 
 
 UNIT_TESTS = {

@@ -3,6 +3,12 @@
 {{ env_var('NBO_LAKE_URI', env_var('NBO_DATA_DIR', '../data') ~ '/lake') }}
 {%- endmacro %}
 
+{# on-run-start: the lake root on DuckDB's file search path, where the sources' relative paths are
+   found. GLOBAL: every thread's connection of the invocation's database. #}
+{% macro use_lake_root() -%}
+set global file_search_path = '{{ lake_root() | replace("'", "''") }}'
+{%- endmacro %}
+
 {# True when the lake holds files for a table. At parse time it is true, so dbt records the source
    dependency; at run time a table the pipeline has not written yet reads as empty. #}
 {% macro lake_has(table) -%}

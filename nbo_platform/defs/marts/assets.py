@@ -60,7 +60,7 @@ def dbt_target_path(
     Each invocation gets its own folder (its manifest, run results and log), so runs never mix
     artifacts. The folder starts with the newest earlier invocation's partial-parse state, or in a
     new data dir the project's own (written when its manifest was parsed): the profile is the same
-    for every data dir, so dbt parses again only the files that changed or read a changed variable
+    for every data dir and nothing parsed depends on it, so dbt parses again only the files that changed
     (a full parse costs seconds). Only the newest ``DBT_RUNS_KEPT`` folders are kept, and none younger
     than ``DBT_RUN_GRACE_SECONDS``, which another run may still be using.
     """
