@@ -312,7 +312,10 @@ def _typed(c: Column, stored: bool = False) -> str:
         return f"CASE WHEN isfinite({v}) THEN {v} END" if c.type == "float" else v
     if c.type == "int":
         # TRY_CAST rounds '1.5' to 2 (and reads '1e3', '0x10', '1_000'): only whole numbers are integers.
-        return f"CASE WHEN regexp_matches({v}, '{_INT_PATTERN}') THEN TRY_CAST({v} AS BIGINT) END"
+        # A value that is its integer's own text is one; only the others take the pattern (10M
+        # activities' two ids: 0.69 s -> 0.47 s).
+        cast = f"TRY_CAST({v} AS BIGINT)"
+        return f"CASE WHEN {cast}::VARCHAR = {v} THEN {cast} WHEN regexp_matches({v}, '{_INT_PATTERN}') THEN {cast} END"
     if c.type == "float":
         return f"CASE WHEN isfinite(TRY_CAST({v} AS DOUBLE)) THEN TRY_CAST({v} AS DOUBLE) END"
     if c.type == "timestamp":

@@ -115,6 +115,46 @@ def test_bad_rows_are_quarantined_with_reasons_and_rows_are_conserved(settings, 
     assert changed == []
 
 
+INTEGER_TEXTS = {
+    # whole numbers in any spelling of digits, sign and surrounding spaces
+    "7": 7,
+    "007": 7,
+    "+5": 5,
+    "-0": 0,
+    " 12 ": 12,
+    "9223372036854775807": 2**63 - 1,
+    "-9223372036854775808": -(2**63),
+    # what a cast to BIGINT would also take, but is no whole number's text, or does not fit
+    "1.5": None,
+    "2.0": None,
+    "1e3": None,
+    "0x10": None,
+    "1_000": None,
+    "9223372036854775808": None,
+    "٣": None,
+}
+
+
+def test_an_integer_is_a_whole_number_written_in_digits(settings, lake, con):
+    texts = list(INTEGER_TEXTS)
+    write_jsonl(
+        settings.landing_dir / "customer_activity" / "ids.jsonl",
+        [activity(i + 1, customer_id=t) for i, t in enumerate(texts)],
+    )
+    [r], _ = ingest(settings, lake, con)
+    accepted = dict(
+        con.execute(f"SELECT activity_id, customer_id FROM {lake.scan_sql('customer_activity')}").fetchall()
+    )
+    rejected = {line for _, line, _ in quarantine(con, lake)}
+    for i, text in enumerate(texts):
+        expected = INTEGER_TEXTS[text]
+        if expected is None:
+            assert i + 1 in rejected and i + 1 not in accepted, text
+        else:
+            assert accepted.get(i + 1) == expected, text
+    assert r.rows_read == len(texts) == r.rows_accepted + r.rows_quarantined
+
+
 def test_a_json_object_after_leading_whitespace_is_a_record_and_other_json_is_not(settings, lake, con):
     d = settings.landing_dir / "customer_activity"
     d.mkdir(parents=True)
