@@ -3,16 +3,15 @@
 {{ env_var('NBO_LAKE_URI', env_var('NBO_DATA_DIR', '../data') ~ '/lake') }}
 {%- endmacro %}
 
-{# on-run-start: the lake root on DuckDB's file search path, where the sources' relative paths are
-   found. GLOBAL: every thread's connection of the invocation's database. #}
-{% macro use_lake_root() -%}
-set global file_search_path = '{{ lake_root() | replace("'", "''") }}'
-{%- endmacro %}
-
 {# True when the lake holds files for a table. At parse time it is true, so dbt records the source
-   dependency; at run time a table the pipeline has not written yet reads as empty. #}
+   dependency; at run time a table the pipeline has not written yet reads as empty. Every staging
+   model asks before it reads its source, so this is also where the lake root goes on DuckDB's file
+   search path, against which the sources' relative paths are read (GLOBAL: the connections of every
+   thread; `dbt show` of a staging model too). Only while executing: nothing dbt parses depends on
+   the data dir. #}
 {% macro lake_has(table) -%}
 {%- if not execute -%}{{ return(true) }}{%- endif -%}
+{%- do run_query("set global file_search_path = '" ~ (lake_root() | replace("'", "''")) ~ "'") -%}
 {%- set found = run_query("select count(*) from glob('" ~ lake_root() ~ "/" ~ table ~ "/**/*.parquet')") -%}
 {{ return(found.columns[0].values()[0] > 0) }}
 {%- endmacro %}
