@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import dagster as dg
+import duckdb
 import pytest
 from dbt.cli.main import dbtRunner
 
@@ -92,7 +93,7 @@ def test_a_mart_selected_alone_is_built_with_the_views_it_reads(settings, run_pi
     runs = settings.data_dir / ".nbo" / "dbt_runs"
     newest = max(runs.iterdir(), key=lambda p: p.stat().st_mtime)
     kinds = {r["unique_id"].split(".")[0] for r in json.loads((newest / "run_results.json").read_text())["results"]}
-    assert kinds == {"model", "test", "operation"}  # operation: the on-run-start hook (the lake root)
+    assert kinds == {"model", "test"}
 
 
 UNIT_TESTS = {
@@ -118,6 +119,51 @@ def test_the_metrics_sql_passes_its_unit_tests(tmp_path, monkeypatch):
     assert result.success, result.exception
     units = {r.node.name: str(r.status) for r in result.result.results if r.node.resource_type == "unit_test"}
     assert units == dict.fromkeys(UNIT_TESTS, "pass")
+
+
+def test_purchases_are_credited_only_to_sent_notifications_and_holdout_entries(tmp_path, monkeypatch):
+    """A purchase credited to an entry the outcomes do not measure as such (a throttled one, a holdout
+    entry for a sent one, or the other way round) fails the build's tests."""
+    lake = tmp_path / "lake"
+    day = "date=2025-06-02"
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+
+    def write(table: str, rows: str) -> None:
+        (lake / table / day).mkdir(parents=True)
+        con.execute(f"COPY ({rows}) TO '{lake / table / day / 'part.parquet'}' (FORMAT parquet)")
+
+    write(
+        "notifications",
+        "SELECT * FROM (VALUES ('n_sent', 'sent', 'sent', 'push'), ('n_holdout', 'suppressed', 'holdout', 'push'), "
+        "('n_throttled', 'suppressed', 'throttled', NULL)) t(notification_id, status, reason, channel), "
+        "LATERAL (SELECT 1::BIGINT AS customer_id, 1::BIGINT AS ally_id, 1::BIGINT AS store_id, "
+        "1::BIGINT AS campaign_id, TIMESTAMPTZ '2025-06-02 10:00:00+00' AS event_time, 10.0::DOUBLE AS distance_m)",
+    )
+    credits = (
+        "SELECT notification_id, transaction_id::BIGINT AS transaction_id, 1::BIGINT AS customer_id, "
+        "1::BIGINT AS ally_id, 1::BIGINT AS campaign_id, 'push' AS channel, 9.5::DOUBLE AS amount, "
+        "TIMESTAMPTZ '2025-06-02 10:00:00+00' AS notified_at, TIMESTAMPTZ '2025-06-02 10:05:00+00' AS purchased_at, "
+        "5.0::DOUBLE AS minutes_to_purchase FROM (VALUES {}) t(notification_id, transaction_id)"
+    )
+    write("effective_notifications", credits.format("('n_sent', 1), ('n_throttled', 2), ('n_holdout', 3)"))
+    write("holdout_conversions", credits.format("('n_holdout', 4), ('n_sent', 5)"))
+    monkeypatch.setenv("NBO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NBO_LAKE_URI", str(lake))
+    monkeypatch.setenv("NBO_MART_OUTPUT", str(tmp_path / "marts"))
+    project = REPO_ROOT / "dbt_project"
+    target = dbt_target_path(tmp_path / ".nbo", "0123456789abcdef")
+    result = dbtRunner().invoke(
+        ["build", "--select", "+int_notification_outcomes", "--exclude-resource-type", "unit_test"]
+        + ["--project-dir", str(project), "--profiles-dir", str(project), "--target-path", str(target)]
+        + ["--log-path", str(tmp_path / "logs")]
+    )
+    assert not result.success
+    failed = {r.node.name: r.failures for r in result.result.results if str(r.status) == "fail"}
+    assert failed == {
+        "measured_notification_stg_effective_notifications_notification_id__False": 2,
+        "measured_notification_stg_holdout_conversions_notification_id__True": 1,
+    }
 
 
 def test_dbt_run_folders_carry_the_parse_state_and_are_pruned(tmp_path):
