@@ -166,6 +166,26 @@ def test_purchases_are_credited_only_to_sent_notifications_and_holdout_entries(t
     }
 
 
+def test_a_lake_path_with_a_comma_is_refused_by_name(tmp_path, monkeypatch):
+    """The sources are read against DuckDB's file search path, a comma-separated list."""
+    lake = tmp_path / "lake,2025"
+    (lake / "allies").mkdir(parents=True)
+    duckdb.connect().execute(
+        f"COPY (SELECT 1::BIGINT AS ally_id) TO '{lake / 'allies' / 'a.parquet'}' (FORMAT parquet)"
+    )
+    monkeypatch.setenv("NBO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NBO_LAKE_URI", str(lake))
+    project = REPO_ROOT / "dbt_project"
+    target = dbt_target_path(tmp_path / ".nbo", "0123456789abcdef")
+    messages = []
+    result = dbtRunner(callbacks=[lambda e: messages.append(e.info.msg)]).invoke(
+        ["build", "--select", "stg_allies", "--project-dir", str(project), "--profiles-dir", str(project)]
+        + ["--target-path", str(target), "--log-path", str(tmp_path / "logs")]
+    )
+    assert not result.success
+    assert any(f"lake root '{lake}'" in str(m) and "cannot hold a comma" in str(m) for m in messages)
+
+
 def test_dbt_run_folders_carry_the_parse_state_and_are_pruned(tmp_path):
     runs = tmp_path / "dbt_runs"
     now = time.time()
