@@ -85,6 +85,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = Path(env.get("NBO_DATA_DIR") or _default_data_dir()).expanduser().resolve()
     lake_uri = env.get("NBO_LAKE_URI") or str(data_dir / "lake")
+    if "," in lake_uri:
+        # dbt reads the lake through DuckDB's file search path, a comma-separated list of folders.
+        name = "NBO_LAKE_URI" if env.get("NBO_LAKE_URI") else "NBO_DATA_DIR"
+        raise SettingsError(f"{name}: the lake root {lake_uri!r} holds a comma; choose a path without one")
     warehouse = Path(env.get("NBO_WAREHOUSE_PATH") or data_dir / "warehouse.duckdb").expanduser().resolve()
     start = env.get("NBO_PARTITIONS_START") or Settings.partitions_start
     try:

@@ -24,6 +24,8 @@ def test_the_dedup_window_is_a_whole_number_of_days_and_reaches_ingestion(tmp_pa
         ({"NBO_DELIVERY": "pigeon"}, "NBO_DELIVERY='pigeon': expected one of outbox, webhook"),
         ({"NBO_DELIVERY": "webhook"}, "NBO_DELIVERY='webhook' needs NBO_WEBHOOK_URL"),
         ({"NBO_PARQUET_VERSION": "v3"}, "NBO_PARQUET_VERSION='v3': expected one of v1, v2"),
+        ({"NBO_LAKE_URI": "/srv/lake,2025"}, "NBO_LAKE_URI: the lake root '/srv/lake,2025' holds a comma"),
+        ({"NBO_DATA_DIR": "/srv/nbo,1"}, "NBO_DATA_DIR: the lake root '/srv/nbo,1/lake' holds a comma"),
     ],
 )
 def test_a_setting_the_platform_cannot_use_is_named_before_anything_runs(tmp_path, variables, message):
