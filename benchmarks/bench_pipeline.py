@@ -127,7 +127,7 @@ def bare_copy(landing: Path, out: Path) -> tuple[int, float]:
         for f in list_landing_files(landing, feed):
             by_format.setdefault(file_format(f.path), []).append(str(f.path))
         for fmt, paths in by_format.items():
-            target = out / f"{feed.name.replace('/', '__')}-{fmt}.parquet"
+            target = out / f"{feed.name}-{fmt}.parquet"
             (n,) = con.execute(
                 f"COPY (SELECT * FROM {readers[fmt].format(paths)}) TO '{target}' ({options})"
             ).fetchone()

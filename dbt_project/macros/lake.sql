@@ -11,11 +11,12 @@
    the data dir. #}
 {% macro lake_has(table) -%}
 {%- if not execute -%}{{ return(true) }}{%- endif -%}
-{%- if ',' in lake_root() -%}
-    {{ exceptions.raise_compiler_error("lake root '" ~ lake_root() ~ "': DuckDB's file search path is a comma-separated list, so the lake's path cannot hold a comma") }}
+{%- set root = lake_root() -%}
+{%- if ',' in root -%}
+    {{ exceptions.raise_compiler_error("lake root '" ~ root ~ "': DuckDB's file search path is a comma-separated list, so the lake's path cannot hold a comma") }}
 {%- endif -%}
-{%- do run_query("set global file_search_path = '" ~ (lake_root() | replace("'", "''")) ~ "'") -%}
-{%- set found = run_query("select count(*) from glob('" ~ lake_root() ~ "/" ~ table ~ "/**/*.parquet')") -%}
+{%- do run_query("set global file_search_path = '" ~ (root | replace("'", "''")) ~ "'") -%}
+{%- set found = run_query("select count(*) from glob('" ~ root ~ "/" ~ table ~ "/**/*.parquet')") -%}
 {{ return(found.columns[0].values()[0] > 0) }}
 {%- endmacro %}
 

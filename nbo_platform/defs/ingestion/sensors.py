@@ -96,10 +96,11 @@ def plan_landing_runs(
                 run = runs.setdefault(d, PlannedRun(d))
                 run.assets |= set(GEO_ASSETS)
                 run.files |= {f"pings-changed-since:{first}", *files_of("location_pings", ping_dates)}
+    decided = set(lake.dates("notifications"))
     for d in transaction_dates:
         # Purchases just after midnight are credited to notifications of the day before.
-        before = (date.fromisoformat(d) - timedelta(days=1)).isoformat()
-        if before in lake.dates("notifications") or before in runs:
+        before = _day_before(d)
+        if before in decided or before in runs:
             run = runs.setdefault(before, PlannedRun(before))
             run.assets |= set(ATTRIBUTION_ASSETS)
             run.files |= {f"transactions-of:{d}", *files_of("transactions", {d})}
@@ -110,8 +111,8 @@ def plan_landing_runs(
     again: dict[str, PlannedRun] = {}
     if _cooldown_shorter_than_window(lake, landing):
         for d in [d for d in sorted(runs) if "notifications" in runs[d].assets]:
-            before = (date.fromisoformat(d) - timedelta(days=1)).isoformat()  # a window is at most a day
-            if before in lake.dates("notifications") or (before in runs and "notifications" in runs[before].assets):
+            before = _day_before(d)  # a window is at most a day
+            if before in decided or (before in runs and "notifications" in runs[before].assets):
                 run = again.setdefault(before, PlannedRun(before))
                 run.assets |= set(ATTRIBUTION_ASSETS)
                 run.files |= {f"notifications-of:{d}", *runs[d].files}
@@ -123,6 +124,10 @@ def plan_landing_runs(
         if "customers" in run.assets and not run.files:
             run.files |= {f"customers-changed-since:{min(changed_customer_dates)}", *customer_files}
     return [runs[d] for d in sorted(runs)] + [again[d] for d in sorted(again)]
+
+
+def _day_before(d: str) -> str:
+    return (date.fromisoformat(d) - timedelta(days=1)).isoformat()
 
 
 def _cooldown_shorter_than_window(lake: Lake, landing: LandingZoneResource) -> bool:
