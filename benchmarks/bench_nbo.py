@@ -4,7 +4,8 @@ Measures ``nbo_platform.domain.offers.write_offers``, the code the ``next_best_o
 day (a DuckDB hash join on the version intervals + the compiled rule CASE, written as the day's
 ``next_best_offer`` and ``next_best_offer_unassigned`` lake files) and, in the same run, a pandas
 ``merge_asof`` + ``numpy.select`` baseline, on the same generated input: 1M customers with about 1.3
-versions each, and 1M and 10M activities over one day (2% of them of customers without a profile).
+versions each, and 1M and 10M activities over one day (2% of them of customers without a profile),
+their propensity to buy in hundredths as the recipe's and ``nbo generate``'s activities have it.
 The ``no-write`` line runs the same join and rules but counts the offers instead of writing them:
 what the assignment itself costs, against the write of its ten columns.
 
@@ -60,14 +61,14 @@ def generate(root: Path, activities: int, seed: int = 7) -> tuple[Path, Path]:
             ) TO '{customers}' (FORMAT parquet)
             """
         )
-    activity = root / f"activity_{activities}.parquet"
+    activity = root / f"activity_{activities}_v2.parquet"  # v2: propensity in hundredths
     if not activity.exists():
         con.execute(
             f"""
             COPY (
                 SELECT (random() * {CUSTOMERS * 1.02})::BIGINT AS customer_id, range AS activity_id,
                        ['deposit', 'web_open', 'mobile_open', 'branch_visit'][1 + (range % 4)::INT] AS activity_type,
-                       random() AS propensity_to_buy,
+                       round(random(), 2) AS propensity_to_buy,
                        TIMESTAMPTZ '2025-01-01' + to_seconds((random() * 86400)::BIGINT) AS event_time
                 FROM range({activities})
             ) TO '{activity}' (FORMAT parquet)
