@@ -738,18 +738,15 @@ def ingest_batch(
                 dates[int(no)] = found
             undated = undated or bool(without)
 
-    ordered = (
-        f"SELECT {', '.join(cols)}, _file_no, _line AS source_line, date FROM checked WHERE _status = 'new' "
-        f"ORDER BY {f'{et}, ' if et else ''}_file_no, _line"
-    )
-    # What is long to carry through the sort comes after it (a projection keeps its input's order): the
-    # hashes of personal values (64 characters for a short value) and the file's name (looked up by
-    # its number). 10M activities sorted and written in 5.1 s instead of 6.8 s.
+    # New rows are written in no particular order (as DuckDB's threads produce them), not sorted: no
+    # reader depends on a file's row order (every feed's key is unique in a partition, and each step
+    # orders what it needs), and sorting by event time cost a fifth of the write (10M activities: 4.9 s
+    # -> 3.9 s, 3 CPU seconds less, the files 9% smaller).
     out = [f"{pii_hash_sql(c, pii_salt)} AS {c}_hash" if c in feed.hashed else c for c in cols]
     names = "[" + ", ".join(sql_literal(f.relpath) for f in files) + "]"
     select_new = (
-        f"SELECT {', '.join(out)}, {names}[_file_no + 1] AS source_file, source_line, {ingested} AS ingested_at, "
-        f"date FROM ({ordered})"
+        f"SELECT {', '.join(out)}, {names}[_file_no + 1] AS source_file, _line AS source_line, "
+        f"{ingested} AS ingested_at, date FROM checked WHERE _status = 'new'"
     )
     # A pass over the same files after an interruption replaces its fragments, it does not add to them.
     lake.remove(lake.table_dir(feed.table).glob(f"*/{bid}.parquet"))

@@ -457,7 +457,7 @@ def test_ip_addresses_are_stored_only_as_salted_hashes(settings, lake, con):
 
 
 @pytest.mark.parametrize("next_day", [False, True], ids=["one date", "two dates"])
-def test_a_partition_file_holds_its_rows_in_event_time_order_then_file_and_line(settings, lake, con, next_day):
+def test_a_partition_file_holds_each_new_row_once_with_its_file_line_and_hashes(settings, lake, con, next_day):
     d = settings.landing_dir / "customer_activity"
     t = "2025-03-01T10:00:0{}Z"
     write_jsonl(
@@ -471,12 +471,16 @@ def test_a_partition_file_holds_its_rows_in_event_time_order_then_file_and_line(
     assert lake.dates("customer_activity") == ["2025-03-01", "2025-03-02"][: 1 + next_day]
     [path] = lake.partition_files("customer_activity", "2025-03-01")
     rows = con.execute(
-        f"SELECT activity_id, ip_address_hash FROM read_parquet('{path}', file_row_number = true) "
-        "ORDER BY file_row_number"
+        f"SELECT activity_id, source_file, source_line, ip_address_hash FROM read_parquet('{path}') ORDER BY ALL"
     ).fetchall()
-    assert [a for a, _ in rows] == [4, 2, 3, 5, 1]  # ties in time: the earlier file, then the earlier line
-    expected = {i: hashlib.sha256(f"salt10.0.0.{i}".encode()).hexdigest() for i in (1, 2, 3)}
-    assert dict(rows) == {**expected, 4: None, 5: None}
+    sha = {i: hashlib.sha256(f"salt10.0.0.{i}".encode()).hexdigest() for i in (1, 2, 3)}
+    assert rows == [
+        (1, "1.jsonl", 1, sha[1]),
+        (2, "1.jsonl", 2, sha[2]),
+        (3, "1.jsonl", 3, sha[3]),
+        (4, "2.jsonl", 1, None),
+        (5, "2.jsonl", 2, None),
+    ]
 
 
 def test_manifest_records_each_file_once(settings, lake, con):
