@@ -156,11 +156,12 @@ def lookup_text_values(con: duckdb.DuckDBPyConnection, assignments: str, offers:
 
 
 def offer_lookup_sql(assignments: str, offers: str, text_values: Mapping[str, Sequence[str]] | None = None) -> str:
-    """The recipe's second join: each assignment with its offer's name and URL, in event-time order.
+    """The recipe's second join: each assignment with its offer's name and URL.
 
-    With ``text_values`` (:func:`lookup_text_values`) the text columns go through the sort as ENUMs of
-    their values, one byte each instead of the text, and are written as the same text (10M
-    assignments sorted and written: 4.0 s -> 2.1 s).
+    Rows come in no particular order, as every lake table's: sorting 10M assignments by event time
+    cost 0.6 s of a 1.6 s write. With ``text_values`` (:func:`lookup_text_values`) the text columns
+    are ENUMs of their values, whose dictionary Parquet writes as it is instead of hashing every
+    string, and read back as the same text (10M assignments written in 1.0 s instead of 1.5 s).
     """
 
     def typed(relation: str, side: str) -> str:
@@ -175,5 +176,4 @@ def offer_lookup_sql(assignments: str, offers: str, text_values: Mapping[str, Se
         SELECT n.offer_id, n.customer_id, n.activity_id, n.propensity_to_buy, n.activity_type,
                n.income, n.fico, o.offer_name, o.offer_url, n.rule_id, n.event_time, n.customer_version
         FROM {typed(assignments, "assignments")} n LEFT JOIN {typed(offers, "offers")} o USING (offer_id)
-        ORDER BY n.event_time, n.activity_id
     """

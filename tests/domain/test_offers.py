@@ -131,7 +131,7 @@ def test_a_day_without_activity_writes_empty_tables(con, lake):
     assert con.execute(f"SELECT count(*) FROM {unassigned}").fetchone() == (0,)
 
 
-def test_lookup_with_enum_text_gives_the_same_rows_in_time_order_as_text(con, lake):
+def test_lookup_with_enum_text_gives_the_same_rows_as_text(con, lake):
     setup(
         con,
         [(c, 1, t(0), income, 650) for c, income in ((1, 150000), (2, 30000), (3, 80000))],
@@ -152,9 +152,8 @@ def test_lookup_with_enum_text_gives_the_same_rows_in_time_order_as_text(con, la
     plain, typed = (lake.root / "plain.parquet", lake.root / "typed.parquet")
     lake.write(con, offer_lookup_sql(assigned, "offer_list"), plain)
     lake.write(con, offer_lookup_sql(assigned, "offer_list", values), typed)
-    read = [con.execute(f"SELECT * FROM '{f}'").fetchall() for f in (plain, typed)]
+    read = [con.execute(f"SELECT * FROM '{f}' ORDER BY ALL").fetchall() for f in (plain, typed)]
     assert read[0] == read[1] and len(read[0]) == 30
-    assert [r[10] for r in read[1]] == sorted(r[10] for r in read[1])  # event-time order
     assert con.execute(f"SELECT DISTINCT typeof(offer_name), typeof(rule_id) FROM '{typed}'").fetchall() == [
         ("VARCHAR", "VARCHAR")
     ]
