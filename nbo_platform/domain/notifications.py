@@ -32,7 +32,7 @@ from nbo_platform.duck import enum_sql, utc_date_sql
 REASONS = ("unknown_customer", "no_consent", "no_campaign", "throttled", "holdout", "sent")
 # Push needs only the app, and every customer with location pings has it: the channel of last resort.
 FALLBACK_ORDER = ("push", "sms", "email", "voice")
-# The entries are sorted with their channel and early reason as ENUMs: one byte each through the sort.
+# The entries keep their channel and early reason as ENUMs: one byte each in their temp table.
 CHANNEL_TYPE, REASON_TYPE = enum_sql(FALLBACK_ORDER), enum_sql(REASONS)
 
 
@@ -146,7 +146,7 @@ def campaign_periods_sql(campaigns: str) -> str:
 
 def decide_notifications(con: duckdb.DuckDBPyConnection, *args, **kwargs) -> str:  # noqa: ANN002, ANN003
     """Decide every entry (``decisions_sql``'s arguments); returns the name of a temp table of the
-    decisions, in decision order."""
+    decisions."""
     query = decisions_sql(con, *args, **kwargs)
     con.execute(f"CREATE OR REPLACE TEMP TABLE nt_decisions AS {query}")
     return "nt_decisions"
@@ -162,7 +162,7 @@ def decisions_sql(
     prior_notified: str | None = None,
     decided_at: str = "now()",
 ) -> str:
-    """The query of the decisions of every entry of ``entries``, in decision order.
+    """The query of the decisions of every entry of ``entries`` (rows in no particular order).
 
     ``entries``: customer_id, store_id, ally_id, hit_at, distance_m (entries not decided yet).
     ``customers``: the version history (customer_id, valid_from, opt-ins, preferred_channel, email, phone).
@@ -194,7 +194,7 @@ def decisions_sql(
             LEFT JOIN ({campaign_periods_sql(campaigns)}) k
               ON k.ally_id = w.ally_id AND k.period_start <= w.event_time AND w.event_time < k.period_end
         )
-        SELECT * EXCLUDE (known, consent, priority) REPLACE (channel::{CHANNEL_TYPE} AS channel),
+        SELECT * EXCLUDE (known, consent) REPLACE (channel::{CHANNEL_TYPE} AS channel),
                CASE WHEN NOT known THEN 'unknown_customer'
                     WHEN NOT consent THEN 'no_consent'
                     WHEN campaign_id IS NULL THEN 'no_campaign'
@@ -206,14 +206,14 @@ def decisions_sql(
                END::{REASON_TYPE} AS pre_reason,
                false AS notified
         FROM with_campaign
-        ORDER BY customer_id, event_time, priority DESC NULLS LAST, distance_m, store_id
         """
     )
-    # nt_entries is in decision order (its ORDER BY); a scan without ORDER BY keeps that order
-    # (preserve_insertion_order), filtered too, and a row's rowid is its position in it. Only the open
-    # entries are fetched, with their rowid.
+    # Only the open entries (no early reason) take part in the cooldown, so only they are put in decision
+    # order, with their rowid (a row's position in nt_entries) and no other column: 5.6M of the large
+    # day's 9.8M entries sorted narrow instead of every entry with every column (2.7 s -> 2.3 s).
     open_entries = con.execute(
-        "SELECT rowid AS pos, customer_id, epoch_us(event_time) AS t FROM nt_entries WHERE pre_reason IS NULL"
+        "SELECT rowid AS pos, customer_id, epoch_us(event_time) AS t FROM nt_entries WHERE pre_reason IS NULL "
+        "ORDER BY customer_id, event_time, priority DESC NULLS LAST, distance_m, store_id"
     ).fetchnumpy()
     notified = np.asarray(open_entries["pos"], dtype=np.int64)[
         cooldown_notified(
@@ -222,15 +222,15 @@ def decisions_sql(
             int(round(policy.cooldown_minutes * 60e6)),
         )
     ]
-    # The notified entries are marked in place, by rowid: the table keeps its order and the decisions
-    # below are a plain scan of it on all cores (a POSITIONAL JOIN with the cooldown's result runs on
+    # The notified entries are marked in place, by rowid: the decisions below are a plain scan of the
+    # table on all cores (a POSITIONAL JOIN with the cooldown's result runs on
     # one core: 9.8M decisions written in 8.8 s instead of 4.8 s).
     con.register("nt_notified", pa.table({"pos": pa.array(notified, pa.int64())}))
     con.execute("UPDATE nt_entries SET notified = true WHERE rowid IN (SELECT pos FROM nt_notified)")
     con.unregister("nt_notified")
     return f"""
         WITH decided AS (
-            SELECT e.* EXCLUDE (notified), coalesce(e.pre_reason, CASE
+            SELECT e.* EXCLUDE (notified, priority), coalesce(e.pre_reason, CASE
                        WHEN NOT e.notified THEN 'throttled'
                        WHEN {holdout_bucket_sql("e.customer_id", "e.campaign_id")} < e.holdout_pct THEN 'holdout'
                        ELSE 'sent' END)::VARCHAR AS reason

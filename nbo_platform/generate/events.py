@@ -218,7 +218,11 @@ def purchases(
         prior_notified=prior_notified,
         decided_at="TIMESTAMPTZ '1970-01-01 00:00:00+00'",
     )
-    d = con.execute(f"SELECT customer_id, store_id, event_time, reason FROM {decisions}").df()
+    # In a fixed order: each decision takes the next random draw below.
+    d = con.execute(
+        f"SELECT customer_id, store_id, event_time, reason FROM {decisions} "
+        "ORDER BY customer_id, event_time, distance_m, store_id"
+    ).df()
     state.geofence = con.execute(f"SELECT * FROM {hits.state}").fetch_arrow_table()
     state.notified = con.execute(
         f"SELECT customer_id, event_time FROM {decisions} WHERE reason IN ('sent', 'holdout')"
