@@ -166,6 +166,39 @@ def test_purchases_are_credited_only_to_sent_notifications_and_holdout_entries(t
     }
 
 
+def test_a_repeated_decision_fails_the_funnel_test_and_only_it(tmp_path, monkeypatch):
+    """A decision written twice (the same notification_id) is counted twice by the funnel: the build's
+    ``each_decision_once`` test fails on that day, and no test of a measured notification does."""
+    lake = tmp_path / "lake"
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for day, ids in (("2025-06-02", ["n_sent", "n_throttled", "n_throttled"]), ("2025-06-03", ["n_other"])):
+        (lake / "notifications" / f"date={day}").mkdir(parents=True)
+        reasons = ", ".join(f"('{i}', '{'sent' if i == 'n_sent' else 'throttled'}')" for i in ids)
+        con.execute(
+            "COPY (SELECT notification_id, CASE reason WHEN 'sent' THEN 'sent' ELSE 'suppressed' END AS status, "
+            "reason, CASE reason WHEN 'sent' THEN 'push' END AS channel, 1::BIGINT AS customer_id, "
+            "1::BIGINT AS ally_id, 1::BIGINT AS store_id, 1::BIGINT AS campaign_id, "
+            f"TIMESTAMPTZ '{day} 10:00:00+00' AS event_time, "
+            f"10.0::DOUBLE AS distance_m FROM (VALUES {reasons}) t(notification_id, reason)) "
+            f"TO '{lake / 'notifications' / f'date={day}' / 'part.parquet'}' (FORMAT parquet)"
+        )
+    monkeypatch.setenv("NBO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NBO_LAKE_URI", str(lake))
+    monkeypatch.setenv("NBO_MART_OUTPUT", str(tmp_path / "marts"))
+    (tmp_path / "marts" / "notification_funnel").mkdir(parents=True)
+    project = REPO_ROOT / "dbt_project"
+    target = dbt_target_path(tmp_path / ".nbo", "0123456789abcdef")
+    result = dbtRunner().invoke(
+        ["build", "--select", "+notification_funnel", "--exclude-resource-type", "unit_test"]
+        + ["--project-dir", str(project), "--profiles-dir", str(project), "--target-path", str(target)]
+        + ["--log-path", str(tmp_path / "logs")]
+    )
+    assert not result.success
+    failed = {r.node.name: r.failures for r in result.result.results if str(r.status) == "fail"}
+    assert failed == {"each_decision_once_notification_funnel_entries": 1}  # 2025-06-02 only
+
+
 def test_a_lake_path_with_a_comma_is_refused_by_name(tmp_path, monkeypatch):
     """The sources are read against DuckDB's file search path, a comma-separated list."""
     lake = tmp_path / "lake,2025"

@@ -236,5 +236,6 @@ def test_dbt_models_are_assets_with_lineage_to_the_python_assets_and_tests_as_ch
     assert graph.get(dg.AssetKey("campaign_effectiveness")).group_name == "marts"
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert ("stg_notifications", "not_null_stg_notifications_notification_id") in checks
+    assert ("notification_funnel", "each_decision_once_notification_funnel_entries") in checks
     assert ("stg_next_best_offer", "unique_stg_next_best_offer_activity_id") in checks
     assert any(a == "campaign_effectiveness" and n.startswith("rate_between_0_and_1") for a, n in checks)
