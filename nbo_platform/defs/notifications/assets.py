@@ -128,7 +128,13 @@ def notifications(context: dg.AssetExecutionContext, lake: LakeResource, warehou
 
 
 def all_notifications_sql(lake: Lake, notifications: str) -> str:
-    customers = reference_sql(lake, "customers", EMPTY_CUSTOMERS)
+    sent = f"SELECT * FROM {notifications} WHERE status = 'sent'"
+    # Only the versions of the customers notified: the ASOF join sorts both of its sides, and every
+    # customer's versions with their contact data are ten times the rows (the large day: 0.85 s -> 0.64 s).
+    customers = (
+        f"SELECT * FROM ({reference_sql(lake, 'customers', EMPTY_CUSTOMERS)}) "
+        f"WHERE customer_id IN (SELECT customer_id FROM ({sent}))"
+    )
     return f"""
         SELECT n.notification_id, n.customer_id, n.ally_id, a.ally_name, a.category AS ally_category,
                n.store_id, s.store_name, n.campaign_id, k.offer_text, n.channel, n.event_time,
@@ -138,7 +144,7 @@ def all_notifications_sql(lake: Lake, notifications: str) -> str:
                coalesce(c.first_name, 'Hello') || ', ' || k.offer_text || ' at ' ||
                    coalesce(s.store_name, a.ally_name) || ' (' || a.ally_name || ')' AS message,
                n.distance_m, n.decided_at, n.date
-        FROM (SELECT * FROM {notifications} WHERE status = 'sent') n
+        FROM ({sent}) n
         ASOF LEFT JOIN ({customers}) c ON c.customer_id = n.customer_id AND n.event_time >= c.valid_from
         LEFT JOIN ({reference_sql(lake, "allies", EMPTY_ALLIES)}) a ON a.ally_id = n.ally_id
         LEFT JOIN ({reference_sql(lake, "stores", EMPTY_STORES)}) s ON s.store_id = n.store_id
