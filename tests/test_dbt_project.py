@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import dagster as dg
 import duckdb
 import pytest
-from dbt.cli.main import dbtRunner
+from dbt.cli.main import dbtRunner, dbtRunnerResult
 
 from nbo_platform.definitions import build_defs
 from nbo_platform.defs.marts.assets import PARTIAL_PARSE, dbt_target_path, prepare_mart_dirs
 from nbo_platform.lake import Lake
-from nbo_platform.mart_dates import plan_mart_dates
+from nbo_platform.mart_dates import MARTS, plan_mart_dates
 from nbo_platform.recipe import write_recipe
 from nbo_platform.settings import REPO_ROOT
 
@@ -121,6 +121,28 @@ def test_the_metrics_sql_passes_its_unit_tests(tmp_path, monkeypatch):
     assert units == dict.fromkeys(UNIT_TESTS, "pass")
 
 
+def _build_on(tmp_path, monkeypatch, lake, select: str, *callbacks) -> dbtRunnerResult:
+    """``dbt build --select <select>`` (without unit tests) on a lake written by the test, its marts
+    exported under ``tmp_path/marts``."""
+    monkeypatch.setenv("NBO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NBO_LAKE_URI", str(lake))
+    monkeypatch.setenv("NBO_MART_OUTPUT", str(tmp_path / "marts"))
+    for mart in MARTS:
+        (tmp_path / "marts" / mart).mkdir(parents=True, exist_ok=True)
+    project = REPO_ROOT / "dbt_project"
+    target = dbt_target_path(tmp_path / ".nbo", "0123456789abcdef")
+    return dbtRunner(callbacks=list(callbacks)).invoke(
+        ["build", "--select", select, "--exclude-resource-type", "unit_test"]
+        + ["--project-dir", str(project), "--profiles-dir", str(project), "--target-path", str(target)]
+        + ["--log-path", str(tmp_path / "logs")]
+    )
+
+
+def _failed(result: dbtRunnerResult) -> dict[str, int]:
+    """The failing tests of a build, with their failing rows."""
+    return {r.node.name: r.failures for r in result.result.results if str(r.status) == "fail"}
+
+
 def test_purchases_are_credited_only_to_sent_notifications_and_holdout_entries(tmp_path, monkeypatch):
     """A purchase credited to an entry the outcomes do not measure as such (a throttled one, a holdout
     entry for a sent one, or the other way round) fails the build's tests."""
@@ -148,19 +170,9 @@ def test_purchases_are_credited_only_to_sent_notifications_and_holdout_entries(t
     )
     write("effective_notifications", credits.format("('n_sent', 1), ('n_throttled', 2), ('n_holdout', 3)"))
     write("holdout_conversions", credits.format("('n_holdout', 4), ('n_sent', 5)"))
-    monkeypatch.setenv("NBO_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("NBO_LAKE_URI", str(lake))
-    monkeypatch.setenv("NBO_MART_OUTPUT", str(tmp_path / "marts"))
-    project = REPO_ROOT / "dbt_project"
-    target = dbt_target_path(tmp_path / ".nbo", "0123456789abcdef")
-    result = dbtRunner().invoke(
-        ["build", "--select", "+int_notification_outcomes", "--exclude-resource-type", "unit_test"]
-        + ["--project-dir", str(project), "--profiles-dir", str(project), "--target-path", str(target)]
-        + ["--log-path", str(tmp_path / "logs")]
-    )
+    result = _build_on(tmp_path, monkeypatch, lake, "+int_notification_outcomes")
     assert not result.success
-    failed = {r.node.name: r.failures for r in result.result.results if str(r.status) == "fail"}
-    assert failed == {
+    assert _failed(result) == {
         "measured_notification_stg_effective_notifications_notification_id__False": 2,
         "measured_notification_stg_holdout_conversions_notification_id__True": 1,
     }
@@ -183,20 +195,9 @@ def test_a_repeated_decision_fails_the_funnel_test_and_only_it(tmp_path, monkeyp
             f"10.0::DOUBLE AS distance_m FROM (VALUES {reasons}) t(notification_id, reason)) "
             f"TO '{lake / 'notifications' / f'date={day}' / 'part.parquet'}' (FORMAT parquet)"
         )
-    monkeypatch.setenv("NBO_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("NBO_LAKE_URI", str(lake))
-    monkeypatch.setenv("NBO_MART_OUTPUT", str(tmp_path / "marts"))
-    (tmp_path / "marts" / "notification_funnel").mkdir(parents=True)
-    project = REPO_ROOT / "dbt_project"
-    target = dbt_target_path(tmp_path / ".nbo", "0123456789abcdef")
-    result = dbtRunner().invoke(
-        ["build", "--select", "+notification_funnel", "--exclude-resource-type", "unit_test"]
-        + ["--project-dir", str(project), "--profiles-dir", str(project), "--target-path", str(target)]
-        + ["--log-path", str(tmp_path / "logs")]
-    )
+    result = _build_on(tmp_path, monkeypatch, lake, "+notification_funnel")
     assert not result.success
-    failed = {r.node.name: r.failures for r in result.result.results if str(r.status) == "fail"}
-    assert failed == {"each_decision_once_notification_funnel_entries": 1}  # 2025-06-02 only
+    assert _failed(result) == {"each_decision_once_notification_funnel_entries": 1}  # 2025-06-02 only
 
 
 def test_a_lake_path_with_a_comma_is_refused_by_name(tmp_path, monkeypatch):
@@ -206,15 +207,8 @@ def test_a_lake_path_with_a_comma_is_refused_by_name(tmp_path, monkeypatch):
     duckdb.connect().execute(
         f"COPY (SELECT 1::BIGINT AS ally_id) TO '{lake / 'allies' / 'a.parquet'}' (FORMAT parquet)"
     )
-    monkeypatch.setenv("NBO_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("NBO_LAKE_URI", str(lake))
-    project = REPO_ROOT / "dbt_project"
-    target = dbt_target_path(tmp_path / ".nbo", "0123456789abcdef")
     messages = []
-    result = dbtRunner(callbacks=[lambda e: messages.append(e.info.msg)]).invoke(
-        ["build", "--select", "stg_allies", "--project-dir", str(project), "--profiles-dir", str(project)]
-        + ["--target-path", str(target), "--log-path", str(tmp_path / "logs")]
-    )
+    result = _build_on(tmp_path, monkeypatch, lake, "stg_allies", lambda e: messages.append(e.info.msg))
     assert not result.success
     assert any(f"lake root '{lake}'" in str(m) and "cannot hold a comma" in str(m) for m in messages)
 
