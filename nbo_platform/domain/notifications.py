@@ -6,7 +6,8 @@ campaign's priority, highest first, entries with no active campaign last, then b
 1. customer unknown at that time -> ``unknown_customer``; no location or marketing consent as of
    that time (the customer version valid then) -> ``no_consent``;
 2. no campaign of the ally active at that time -> ``no_campaign``;
-3. the customer was notified (sent or holdout) less than ``cooldown_minutes`` before -> ``throttled``;
+3. the customer was notified (sent or holdout) less than ``cooldown_minutes`` before **or after** in
+   event time (v2 "cooldown both ways": a late entry decided after others) -> ``throttled``;
 4. the customer is in the campaign's holdout (a deterministic hash of customer and campaign below
    ``holdout_pct``) -> ``holdout``; it still counts as notified for the cooldown;
 5. otherwise ``sent``, on the preferred channel, or another channel whose contact is present.
@@ -167,7 +168,9 @@ def decisions_sql(
     ``entries``: customer_id, store_id, ally_id, hit_at, distance_m (entries not decided yet).
     ``customers``: the version history (customer_id, valid_from, opt-ins, preferred_channel, email, phone).
     ``campaigns``: campaign_id, ally_id, starts_at, ends_at, priority, holdout_pct.
-    ``prior_notified``: customer_id, event_time of earlier notifications that count for the cooldown.
+    ``prior_notified``: customer_id, event_time of the notifications decided before that count for the
+    cooldown, before or after the entries in event time (both ways: a late entry is throttled by a
+    notification decided earlier that lies less than the cooldown after it).
 
     The entries, with the cooldown's result, are prepared on ``con`` (temp table ``nt_entries``); the
     query reads them, so it holds until the next call on ``con``. A caller that reads the decisions
@@ -200,7 +203,7 @@ def decisions_sql(
                     WHEN campaign_id IS NULL THEN 'no_campaign'
                     WHEN EXISTS (SELECT 1 FROM ({prior}) p
                                  WHERE p.customer_id = with_campaign.customer_id
-                                   AND p.event_time <= with_campaign.event_time
+                                   AND p.event_time < with_campaign.event_time + {cooldown}
                                    AND p.event_time > with_campaign.event_time - {cooldown})
                          THEN 'throttled'
                END::{REASON_TYPE} AS pre_reason,

@@ -287,6 +287,59 @@ def test_decisions_hold_the_contract_however_the_entries_are_split(entries, cut,
         assert all(b - a >= 60 for a, b in zip(ts, ts[1:], strict=False))
 
 
+def test_cooldown_both_ways_a_late_entry_before_a_notification_is_throttled(con):
+    # Customer 1 was notified at 10:10; a later file brings its entry at 10:05 (and one at 11:09, 59
+    # minutes after, and 11:10, a full cooldown after): the late ones inside the cooldown are throttled.
+    rows = decide(
+        con,
+        [(1, 100, 10, 5, 5), (1, 100, 10, 69, 5), (1, 100, 10, 70, 5), (2, 100, 10, -50, 5)],
+        [customer(1), customer(2)],
+        [campaign(7, 10)],
+        prior=[(1, 10), (2, 10)],  # customer 2: notified 60 minutes after its late entry
+    )
+    assert [(r[0], round(r[6]), r[3]) for r in rows] == [
+        (2, -50, "sent"),
+        (1, 5, "throttled"),
+        (1, 69, "throttled"),
+        (1, 70, "sent"),
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    entries=scenario,
+    batches=st.lists(st.integers(0, 3), min_size=30, max_size=30),
+    order=st.permutations(range(4)),
+    cooldown=st.sampled_from([0, 30, 60, 240]),
+)
+def test_cooldown_both_ways_holds_in_any_split_and_arrival_order(entries, batches, order, cooldown):
+    """The entries split into up to four files that arrive in any order: whatever was decided before
+    counts both ways, so no customer is ever notified twice less than the cooldown apart."""
+    from nbo_platform.duck import connect
+
+    customers = [customer(1), customer(2), customer(3)]
+    campaigns = [campaign(7, 10, holdout=30), campaign(8, 20, priority=3), campaign(9, 30)]
+    rows = [(c, s, a, m, 5.0) for c, (s, a), m in entries]
+    decided: list[tuple] = []
+    for b in order:
+        part = [r for i, r in enumerate(rows) if batches[i] == b]
+        if part:
+            prior = [(r[0], r[6]) for r in decided if r[3] in ("sent", "holdout")]
+            decided += decide(connect(), part, customers, campaigns, prior=prior or None, cooldown=cooldown)
+    assert len(decided) == len(rows)
+    by_customer: dict[int, list[float]] = {}
+    for r in decided:
+        if r[3] in ("sent", "holdout"):
+            by_customer.setdefault(r[0], []).append(r[6])
+    for ts in by_customer.values():
+        ts.sort()
+        assert all(b - a >= cooldown for a, b in zip(ts, ts[1:], strict=False)), ts
+    # Every entry is notified unless a notification lies inside its cooldown (nothing is lost either).
+    for r in decided:
+        if r[3] == "throttled":
+            assert any(abs(t - r[6]) < cooldown for t in by_customer.get(r[0], [])), r
+
+
 def test_many_entries_are_decided_with_the_cooldown_applied(con):
     rng = np.random.default_rng(5)
     n = 60_000  # rows over many vectors and threads

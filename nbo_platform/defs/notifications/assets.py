@@ -58,9 +58,10 @@ def decide_date(con, lake: Lake, date: str, policy) -> dict:
             f" AND {notification_id_sql('customer_id', 'store_id', 'hit_at')} "
             f"NOT IN (SELECT notification_id FROM {decided})"
         )
-    lookback_days = max(1, math.ceil(policy.cooldown_minutes / 1440))
+    # The cooldown looks both ways in event time: the days it reaches before and after the date.
+    reach = max(1, math.ceil(policy.cooldown_minutes / 1440))
     d0 = Date.fromisoformat(date)
-    window = [(d0 - timedelta(days=i)).isoformat() for i in range(lookback_days, -1, -1)]
+    window = [(d0 + timedelta(days=i)).isoformat() for i in range(-reach, reach + 1)]
     prior = files_sql(lake, "notifications", window)
     prior_sql = f"SELECT customer_id, event_time FROM {prior} WHERE reason IN ('sent', 'holdout')" if prior else None
     decisions = decisions_sql(
