@@ -1,16 +1,21 @@
 """Delivery: handing sent notifications to channels, exactly once per notification_id.
 
-The ledger (``lake/delivery_log/``) records every notification_id handed over, with the batch it went
-in. A batch is named by a hash of its notification ids, and a channel must treat a repeated batch
-id as already delivered; so a run that stops between the hand-over and the ledger write repeats the
-same batch on the next run, and the channel drops it. No notification is delivered twice.
+Each sent notification is put in exactly one batch, recorded in ``lake/delivery_batches/`` before the
+batch is handed over (a write-ahead intent); the ledger (``lake/delivery_log/``) records each hand-over
+after it, ``delivered`` or ``failed`` with the channel's error. A batch without a delivered record is
+handed over again, with the same notifications under the same batch id, so a run that stops between the
+hand-over and the ledger write repeats exactly that batch, and the channel recognises it: the
+``notification_id`` of each record is its idempotency key (v2 "Delivery exactly once"), and the batch id,
+a digest of the batch's ids, is the key of the hand-over as a whole.
 
 Channels:
 - :class:`LocalOutbox` (default): one JSON Lines file per batch under ``outbox/<channel>/date=D/``,
-  written under a temporary name and renamed; an existing batch file is not written again.
+  written under a temporary name and renamed; an existing batch file is not written again, so the
+  outbox holds each notification_id once across all its files.
 - :class:`WebhookChannel`: POSTs each batch as JSON to an HTTP endpoint (``NBO_WEBHOOK_URL``), with
-  the batch id as ``Idempotency-Key``: the shape of a real provider integration (SNS, an SMS or
-  e-mail gateway) that the receiving side de-duplicates.
+  the batch id as ``Idempotency-Key`` and each notification's id as its own ``idempotency_key``: the
+  shape of a real provider integration (SNS, an SMS or e-mail gateway) that the receiving side
+  de-duplicates. A status of 300 or more, or no answer, is a refusal.
 A new provider implements :class:`Channel` and is added to ``CHANNEL_KINDS``.
 """
 
@@ -22,6 +27,7 @@ import os
 import urllib.request
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -30,12 +36,21 @@ def batch_id(notification_ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(notification_ids)).encode()).hexdigest()[:24]
 
 
+@dataclass
+class DeliveryOutcome:
+    """What one date's delivery did: notifications delivered per channel, batches refused (ids, error)."""
+
+    delivered: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
 class Channel(Protocol):
     kind: str
 
     def deliver(self, channel: str, date: str, batch: str, records: Sequence[str]) -> str:
         """Hand ``records`` (one JSON object per notification, as UTF-8 text on one line, in time
-        order) over; return where they went. Must be idempotent on ``batch``."""
+        order) over; return where they went, or raise when the channel refuses them. Must be idempotent
+        on ``batch`` and on each record's ``notification_id``."""
         ...
 
 
@@ -66,7 +81,8 @@ class WebhookChannel:
     def deliver(self, channel: str, date: str, batch: str, records: Sequence[str]) -> str:
         # The records are JSON already: the body is put together around them, not parsed and re-encoded.
         head = json.dumps({"channel": channel, "date": date, "batch": batch})[:-1]
-        body = f'{head}, "notifications": [{", ".join(records)}]}}'
+        keys = json.dumps([json.loads(r)["notification_id"] for r in records])
+        body = f'{head}, "idempotency_keys": {keys}, "notifications": [{", ".join(records)}]}}'
         req = urllib.request.Request(
             self.url,
             data=body.encode("utf-8"),

@@ -7,51 +7,13 @@ import pytest
 
 from nbo_platform.defs.ingestion.sensors import plan_landing_runs
 from nbo_platform.defs.resources import build_resources
-from nbo_platform.domain.geofence import METRES_PER_DEGREE
 from nbo_platform.generate import PRESETS, Spec, generate
 from nbo_platform.generate.events import Behaviour
 from nbo_platform.lake import Lake
-from nbo_platform.recipe import OFFERS
 from nbo_platform.simulate import Trip, entries_of, pick_customer, write_trip
+from tests.defs.scenario import DAY1, drop, ping, purchase, write_reference
 
 pytestmark = pytest.mark.e2e
-
-DAY1 = datetime(2025, 6, 2, tzinfo=UTC)
-STORE = (4.65, -74.05)
-
-
-def write_reference(settings, holdout: float = 0.0) -> None:
-    ref = settings.reference_dir
-    ref.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(OFFERS, columns=["offer_id", "offer_name", "offer_url"]).to_csv(ref / "offers.csv", index=False)
-    (ref / "allies.csv").write_text("ally_id,ally_name,category\n1,Cafe Andes,coffee\n")
-    (ref / "stores.csv").write_text(
-        "store_id,ally_id,store_name,lat,lon,radius_m\n"
-        f"10,1,Cafe 10,{STORE[0]},{STORE[1]},100\n11,1,Cafe 11,4.70,-74.05,100\n"
-    )
-    (ref / "campaigns.csv").write_text(
-        "campaign_id,ally_id,offer_text,starts_at,ends_at,priority,holdout_pct\n"
-        f"5,1,10% off,2025-06-01T00:00:00Z,2025-06-10T00:00:00Z,1,{holdout}\n"
-    )
-    (ref / "customers.csv").write_text(
-        "customer_id,first_name,last_name,email,phone,gender,income,fico,location_opt_in,marketing_opt_in,"
-        "preferred_channel,updated_at\n7,Ana,Diaz,ana@example.com,+57 300 1234567,Female,50000,700,true,true,sms,\n"
-    )
-
-
-def drop(settings, feed: str, name: str, rows: list[dict]) -> None:
-    folder = settings.landing_dir / feed
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(folder / name, index=False)
-
-
-def ping(at: datetime, inside: bool = True) -> dict:
-    lat = STORE[0] if inside else STORE[0] + 1000 / METRES_PER_DEGREE
-    return {"customer_id": 7, "event_time": at.isoformat(), "lat": lat, "lon": STORE[1], "accuracy_m": 5}
-
-
-def purchase(tid: int, at: datetime, store: int = 11) -> dict:
-    return {"transaction_id": tid, "customer_id": 7, "store_id": store, "amount": 12.5, "event_time": at.isoformat()}
 
 
 @pytest.mark.parametrize("transactions_first", [True, False])
@@ -148,7 +110,9 @@ def test_each_new_file_of_the_next_day_requests_the_day_before_under_a_new_run_k
     assert keys[0] != keys[1]
 
 
-def test_cooldown_both_ways_late_pings_recompute_later_hits_but_never_revoke_a_sent_notification(settings, run_pipeline, warehouse):
+def test_cooldown_both_ways_late_pings_recompute_later_hits_but_never_revoke_a_sent_notification(
+    settings, run_pipeline, warehouse
+):
     write_reference(settings)
     day2 = DAY1 + timedelta(days=1)
     drop(settings, "location_pings", "pings-day2.csv", [ping(day2 + timedelta(minutes=1))])

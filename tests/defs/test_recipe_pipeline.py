@@ -172,11 +172,12 @@ def test_sensor_plan_names_exactly_the_partitions_and_assets_a_new_file_touches(
 def test_sensor_requests_each_file_once(settings):
     write_recipe(settings.data_dir, start=START)
     resources = build_resources(settings)
-    with dg.build_sensor_context(resources=resources) as ctx:
+    instance = dg.DagsterInstance.ephemeral()
+    with dg.build_sensor_context(resources=resources, instance=instance) as ctx:
         requests = list(landing_zone_sensor(ctx))
         assert [r.partition_key for r in requests] == ["2025-06-02"]
         cursor = ctx.cursor
-    with dg.build_sensor_context(resources=resources, cursor=cursor) as ctx:
+    with dg.build_sensor_context(resources=resources, cursor=cursor, instance=instance) as ctx:
         assert isinstance(next(iter(landing_zone_sensor(ctx))), dg.SkipReason)
 
 

@@ -51,6 +51,7 @@ def test_webhook_posts_the_batch_with_its_idempotency_key(tmp_path):
         "channel": "push",
         "date": "2025-06-02",
         "batch": "b1",
+        "idempotency_keys": ["n1", "n2"],  # each notification's id is its own key
         "notifications": [json.loads(r) for r in RECORDS],
     }
 

@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from nbo_platform.built_from import building, credits_next_day
 from nbo_platform.defs.geo.assets import policy_of
 from nbo_platform.defs.metadata import table_metadata
 from nbo_platform.defs.notifications.assets import files_sql
@@ -100,10 +101,12 @@ def attribute_date(con, lake, date: str, window_minutes: float) -> tuple[int, in
 )
 def effective_notifications(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
     the_lake, con = lake.lake(), connect()
-    window = policy_of(the_lake).attribution_window_minutes
+    policy = policy_of(the_lake)
+    window = policy.attribution_window_minutes
     effective = holdout = 0
     for d in sorted(context.partition_keys):
-        e, h = attribute_date(con, the_lake, d, window)
+        with building(the_lake, "effective_notifications", d, credits_next_day(policy)):
+            e, h = attribute_date(con, the_lake, d, window)
         effective, holdout = effective + e, holdout + h
     warehouse.publish(the_lake)
     files = files_sql(the_lake, "effective_notifications", list(context.partition_keys))

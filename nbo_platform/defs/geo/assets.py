@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 
 from nbo_platform import charts
+from nbo_platform.built_from import building
 from nbo_platform.campaign_report import map_inputs
 from nbo_platform.defs.ingestion.assets import FEED_ASSET_KEYS
 from nbo_platform.defs.metadata import image, table_metadata
@@ -164,7 +165,10 @@ def geofence_hits_asset(
     con = connect()
     fences = load_fences(con, the_lake)
     max_acc = policy_of(the_lake).max_accuracy_m
-    figures = {d: update_hits(con, the_lake, d, fences, max_acc, context.log) for d in sorted(context.partition_keys)}
+    figures = {}
+    for d in sorted(context.partition_keys):
+        with building(the_lake, "geofence_hits", d):
+            figures[d] = update_hits(con, the_lake, d, fences, max_acc, context.log)
     warehouse.publish(the_lake)
     for d, f in figures.items():
         context.log.info(f"{d}: {f}")

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from nbo_platform.built_from import STEPS, credits_next_day, fingerprint, stale_partitions
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource
 from nbo_platform.domain.feeds import LANDING_FEEDS
 from nbo_platform.domain.landing import planned_dates, scan_landing
@@ -49,12 +50,31 @@ def file_token(feed: str, relpath: str, size: int, mtime_ns: int) -> str:
 
 
 def plan_landing_runs(
-    lake: Lake, landing: LandingZoneResource, now: datetime | None = None, skip: set[str] | None = None
+    lake: Lake,
+    landing: LandingZoneResource,
+    now: datetime | None = None,
+    skip: set[str] | None = None,
+    catch_up: bool = True,
 ) -> list[PlannedRun]:
-    """One planned run per event date touched by a pending file (``skip``: tokens already requested)."""
+    """One planned run per event date touched by a pending file (``skip``: tokens already requested),
+    and, with ``catch_up``, per date whose derived partitions are missing or stale (a run killed between
+    two steps: ``built_from.stale_partitions``)."""
     now = now or datetime.now(UTC)
     con = connect()
     runs: dict[str, PlannedRun] = {}
+    if catch_up:
+        try:
+            next_day = credits_next_day(load_policy(lake.table_dir("policy") / "policy.yaml"))
+        except PolicyError:
+            next_day = True  # fingerprints with the next day's decisions: at worst a partition built again
+        for d, assets in stale_partitions(lake, next_day).items():
+            run = runs.setdefault(d, PlannedRun(d))
+            run.assets |= assets
+            # The run key follows what is stale and the inputs as they are: a new crash asks again.
+            state = hashlib.sha256(repr(sorted(assets)).encode()).hexdigest()[:8]
+            inputs = ".".join(fingerprint(lake, s, d, next_day)[:8] for s in STEPS)
+            attempts = len(lake.partition_files("delivery_log", d))  # a refused delivery asks again
+            run.files.add(f"catch-up:{state}:{inputs}:{attempts}")
     changed_customer_dates: set[str] = set()
     ping_dates: set[str] = set()
     transaction_dates: set[str] = set()
@@ -163,7 +183,20 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, lake: LakeResource,
         for f in scan_landing(con, the_lake, landing.landing_dir, feed)[0]
     }
     in_flight &= still_pending
-    plan = plan_landing_runs(the_lake, landing, skip=in_flight)
+    # Missing or stale partitions (a run killed between two steps) are caught up only while none of
+    # the sensor's runs is queued or in progress: a run under way leaves its later steps due until it ends.
+    busy = context.instance.get_runs_count(
+        dg.RunsFilter(
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+            tags={"nbo/trigger": "landing_zone_sensor"},
+        )
+    )
+    plan = plan_landing_runs(the_lake, landing, skip=in_flight, catch_up=not busy)
     if not plan:
         context.update_cursor(json.dumps(sorted(in_flight)))
         yield dg.SkipReason("no new landing files")

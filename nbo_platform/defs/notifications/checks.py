@@ -71,7 +71,7 @@ def delivered_at_most_once(lake: LakeResource) -> dg.AssetCheckResult:
     the_lake, con = lake.lake(), connect()
     if not the_lake.has_files("delivery_log"):
         return dg.AssetCheckResult(passed=True, metadata={"delivered": 0})
-    log = the_lake.scan_sql("delivery_log")
+    log = f"(SELECT * FROM {the_lake.scan_sql('delivery_log')} WHERE coalesce(status, 'delivered') = 'delivered')"
     sent = the_lake.scan_sql("all_notifications")
     delivered, repeated, not_sent = con.execute(
         f"""

@@ -4,6 +4,7 @@ from datetime import date
 
 import dagster as dg
 
+from nbo_platform.built_from import building
 from nbo_platform.defs.ingestion.assets import FEED_ASSET_KEYS
 from nbo_platform.defs.metadata import table_metadata
 from nbo_platform.defs.partitions import daily_partitions
@@ -57,7 +58,8 @@ def next_best_offer(context: dg.AssetExecutionContext, lake: LakeResource, wareh
     for d in context.partition_keys:
         files = [str(f) for f in the_lake.partition_files("customer_activity", d)]
         activity = f"read_parquet({files})" if files else EMPTY_ACTIVITY
-        result = write_offers(con, the_lake, date.fromisoformat(d), activity, customers, rules)
+        with building(the_lake, "next_best_offer", d):
+            result = write_offers(con, the_lake, date.fromisoformat(d), activity, customers, rules)
         assigned, unassigned = assigned + result.assigned, unassigned + result.unassigned
     warehouse.publish(the_lake)
     written = [str(f) for d in context.partition_keys for f in the_lake.partition_files("next_best_offer", d)]
@@ -94,14 +96,15 @@ def next_best_offer_lookup(
     offers = the_lake.scan_sql("offers", hive=False)
     rows = 0
     for d in context.partition_keys:
-        files = [str(f) for f in the_lake.partition_files("next_best_offer", d)]
-        target = the_lake.partition_dir("next_best_offer_lookup", d) / "data.parquet"
-        if not files:
-            target.unlink(missing_ok=True)
-            continue
-        assignments = f"read_parquet({files})"
-        values = lookup_text_values(con, assignments, offers)
-        rows += the_lake.write(con, offer_lookup_sql(assignments, offers, values), target)
+        with building(the_lake, "next_best_offer_lookup", d):
+            files = [str(f) for f in the_lake.partition_files("next_best_offer", d)]
+            target = the_lake.partition_dir("next_best_offer_lookup", d) / "data.parquet"
+            if not files:
+                target.unlink(missing_ok=True)
+                continue
+            assignments = f"read_parquet({files})"
+            values = lookup_text_values(con, assignments, offers)
+            rows += the_lake.write(con, offer_lookup_sql(assignments, offers, values), target)
     warehouse.publish(the_lake)
     files = [str(f) for d in context.partition_keys for f in the_lake.partition_files("next_best_offer_lookup", d)]
     shown = table_metadata(con, f"SELECT * FROM read_parquet({files})", "next_best_offer_lookup") if files else {}
