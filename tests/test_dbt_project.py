@@ -163,7 +163,7 @@ def test_purchases_are_credited_only_to_sent_notifications_and_holdout_entries(t
         "1::BIGINT AS campaign_id, TIMESTAMPTZ '2025-06-02 10:00:00+00' AS event_time, 10.0::DOUBLE AS distance_m)",
     )
     credits = (
-        "SELECT notification_id, transaction_id::BIGINT AS transaction_id, 1::BIGINT AS customer_id, "
+        "SELECT notification_id, transaction_id::VARCHAR AS transaction_id, 1::BIGINT AS customer_id, "
         "1::BIGINT AS ally_id, 1::BIGINT AS campaign_id, 'push' AS channel, 9.5::DOUBLE AS amount, "
         "TIMESTAMPTZ '2025-06-02 10:00:00+00' AS notified_at, TIMESTAMPTZ '2025-06-02 10:05:00+00' AS purchased_at, "
         "5.0::DOUBLE AS minutes_to_purchase FROM (VALUES {}) t(notification_id, transaction_id)"

@@ -127,7 +127,8 @@ TRANSACTIONS = Feed(
     name="transactions",
     table="transactions",
     columns=(
-        Column("transaction_id", "int"),
+        # Text (v2 "Identifiers"): card networks and core banking use alphanumeric ids; an integer is its decimal text.
+        Column("transaction_id", "string"),
         Column("customer_id", "int"),
         Column("store_id", "int"),
         Column("amount", "float", check="{c} >= 0", check_reason="negative amount"),

@@ -250,7 +250,8 @@ def purchases(
     tx = pd.concat([responded, background], ignore_index=True)
     tx["amount"] = np.round(rng.lognormal(np.log(45), 0.8, len(tx)), 2)
     tx = tx.sort_values(["event_time", "customer_id"], kind="stable").reset_index(drop=True)
-    tx.insert(0, "transaction_id", np.arange(first_id, first_id + len(tx)))
+    # Alphanumeric, as card networks and core-banking systems number purchases (v2 "Identifiers").
+    tx.insert(0, "transaction_id", [f"TX-{n:010d}" for n in range(first_id, first_id + len(tx))])
     stats = d["reason"].value_counts().to_dict()
     stats["responded"] = len(responded)
     return tx[["transaction_id", "customer_id", "store_id", "amount", "event_time"]], stats

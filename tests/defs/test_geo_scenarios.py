@@ -43,7 +43,7 @@ def test_purchase_after_midnight_is_credited_whatever_the_file_order(
         step()
         run_pipeline()
     assert warehouse("SELECT reason FROM notifications") == [("sent",)]
-    assert warehouse("SELECT transaction_id, minutes_to_purchase FROM effective_notifications") == [(1, 15.0)]
+    assert warehouse("SELECT transaction_id, minutes_to_purchase FROM effective_notifications") == [("1", 15.0)]
     assert warehouse("SELECT sum(effective_notifications) FROM campaign_effectiveness") == [(1,)]
 
 
@@ -70,7 +70,7 @@ def test_a_purchase_after_midnight_goes_to_the_latest_notification_whatever_its_
     run_pipeline()
     assert warehouse("SELECT event_time, reason FROM notifications ORDER BY 1") == [(first, "sent"), (second, "sent")]
     assert warehouse("SELECT transaction_id, notified_at, minutes_to_purchase FROM effective_notifications") == [
-        (1, second, 4.0)
+        ("1", second, 4.0)
     ]
     assert warehouse("SELECT sum(effective_notifications) FROM campaign_effectiveness") == [(1,)]
 

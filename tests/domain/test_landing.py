@@ -726,3 +726,31 @@ def test_every_line_is_new_duplicate_or_quarantined_as_one_file_after_another_wo
             ).fetchall()
         assert stored == sorted((f, i, line) for f, (_, new) in expected.items() for i, line in new)
         assert conservation_violations(con, lake, CUSTOMER_ACTIVITY) == []
+
+
+def test_identifiers_transaction_ids_are_text_and_an_integer_is_its_decimal_text(settings, lake, con):
+    from nbo_platform.domain.feeds import TRANSACTIONS
+
+    def tx(tid, **over):
+        return {"transaction_id": tid, "customer_id": 1, "store_id": 2, "amount": 9.5,
+                "event_time": "2025-03-01T10:00:00Z", **over}  # fmt: skip
+
+    folder = settings.landing_dir / "transactions"
+    write_jsonl(folder / "core-1.jsonl", [tx("TX-2026-0001"), tx(42), tx(" 43 "), tx(""), tx(None)])
+    (folder / "core-2.csv").write_text(
+        "transaction_id,customer_id,store_id,amount,event_time\n"
+        "TX-2026-0001,1,2,9.5,2025-03-01T10:00:00Z\n42,1,2,9.5,2025-03-01T10:00:00Z\nAB/77,1,2,1,2025-03-01T11:00:00Z\n"
+    )
+    pq.write_table(pa.table({"transaction_id": pa.array([44, 42], pa.int64()), "customer_id": [1, 1],
+                             "store_id": [2, 2], "amount": [1.0, 1.0],
+                             "event_time": pa.array([NOW, NOW], pa.timestamp("us", "UTC"))}),
+                   folder / "core-3.parquet")  # fmt: skip
+    results, _ = ingest(settings, lake, con, feed=TRANSACTIONS)
+    assert [(r.rows_read, r.rows_new, r.rows_duplicate, r.rows_quarantined) for r in results] == [
+        (5, 3, 0, 2),
+        (3, 1, 2, 0),  # the same ids again, a number in the CSV is the same text as in the JSON
+        (2, 1, 1, 0),
+    ]
+    ids = con.execute(f"SELECT transaction_id FROM {lake.scan_sql('transactions')} ORDER BY 1").fetchall()
+    assert ids == [("42",), ("43",), ("44",), ("AB/77",), ("TX-2026-0001",)]
+    assert {r[2] for r in quarantine(con, lake)} == {"transaction_id: missing"}

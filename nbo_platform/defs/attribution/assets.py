@@ -29,7 +29,7 @@ from nbo_platform.duck import connect, sql_literal
 # A date and the next: what an attribution window crossing midnight reaches.
 DAY_AND_NEXT = dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1)
 EMPTY_TRANSACTIONS = (
-    "SELECT NULL::BIGINT transaction_id, NULL::BIGINT customer_id, NULL::BIGINT store_id, NULL::DOUBLE amount, "
+    "SELECT NULL::VARCHAR transaction_id, NULL::BIGINT customer_id, NULL::BIGINT store_id, NULL::DOUBLE amount, "
     "NULL::TIMESTAMPTZ event_time WHERE false"
 )
 
