@@ -26,6 +26,7 @@ FUNNEL_STAGES = (
     "entries",
     "unknown_customer",
     "no_consent",
+    "expired",
     "no_campaign",
     "throttled",
     "holdout",

@@ -79,11 +79,20 @@ def pick_customer(lake: Lake) -> int:
 
 
 def default_start_time(lake: Lake) -> datetime:
-    """Mid-morning of the latest day with pings (campaigns of sample data run then), else now."""
-    dates = lake.dates("location_pings")
-    if not dates:
+    """A minute after the latest ping the feed has taken in (its watermark), else an hour ago: a trip
+    earlier than the feed's watermark by more than the policy's ``max_delay_minutes`` would be
+    ``expired`` (v2 "Time-bound offers"), the customer long gone from the stores it passed."""
+    manifest = lake.table_dir("landing_manifest") / "location_pings"
+    latest = None
+    if manifest.exists() and any(manifest.glob("*.parquet")):
+        (latest,) = (
+            connect()
+            .execute(f"SELECT max(max_event_time) FROM read_parquet('{manifest}/*.parquet', union_by_name = true)")
+            .fetchone()
+        )
+    if latest is None:
         return datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-    return datetime.fromisoformat(dates[-1]).replace(hour=10, tzinfo=UTC)
+    return (latest + timedelta(minutes=1)).replace(second=0, microsecond=0)
 
 
 def write_trip(settings: Settings, trip: Trip, customer_id: int) -> list[str]:

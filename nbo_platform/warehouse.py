@@ -19,12 +19,9 @@ from pathlib import Path
 
 import duckdb
 
+from nbo_platform.domain.pii import mask_pii_sql
 from nbo_platform.lake import Lake
 from nbo_platform.mart_dates import MARTS
-
-_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
-_IPV4 = r"\b[0-9]{1,3}(\.[0-9]{1,3}){3}\b"
-_PHONE = r"\+?[0-9][0-9 ()-]{6,}[0-9]"
 
 
 @dataclass(frozen=True)
@@ -35,13 +32,6 @@ class WarehouseTable:
     exclude: tuple[str, ...] = ()
     replace: tuple[tuple[str, str], ...] = ()  # (column, SQL expression)
     description: str = ""
-
-
-def mask_pii_sql(column: str) -> str:
-    return (
-        f"regexp_replace(regexp_replace(regexp_replace({column}, '{_EMAIL}', '<email>', 'g'), "
-        f"'{_IPV4}', '<ip>', 'g'), '{_PHONE}', '<phone>', 'g')"
-    )
 
 
 TABLES: tuple[WarehouseTable, ...] = (
@@ -87,7 +77,12 @@ TABLES: tuple[WarehouseTable, ...] = (
         exclude=("email", "phone", "address", "last_name"),
         description="Every sent notification, enriched (contacts only as salted hashes).",
     ),
-    WarehouseTable("delivery_log", "delivery_log", description="Each sent notification handed to its channel, once."),
+    WarehouseTable(
+        "delivery_log",
+        "delivery_log",
+        replace=(("error", mask_pii_sql("error")),),
+        description="Each hand-over of a sent notification to its channel: delivered once, or failed with the error.",
+    ),
     WarehouseTable(
         "effective_notifications",
         "effective_notifications",
@@ -103,11 +98,15 @@ TABLES: tuple[WarehouseTable, ...] = (
         "quarantine",
         "quarantine",
         False,
-        replace=(("raw", mask_pii_sql("raw")),),
-        description="Rejected input rows with feed, file, line and reason (contacts masked).",
+        replace=(("raw", mask_pii_sql("raw")), ("reason", mask_pii_sql("reason"))),
+        description="Rejected input rows with feed, file, line and reason (contacts and addresses masked).",
     ),
     WarehouseTable(
-        "landing_manifest", "landing_manifest", False, description="Every landing file ingested, with its row counts."
+        "landing_manifest",
+        "landing_manifest",
+        False,
+        replace=(("error", mask_pii_sql("error")),),
+        description="Every landing file ingested, with its row counts (errors with contacts masked).",
     ),
 )
 

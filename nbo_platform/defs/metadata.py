@@ -37,7 +37,7 @@ COLUMN_DOCS: dict[str, str] = {
     "distance_m": "Great-circle distance from the ping to the store's point, metres.",
     "is_entry": "True when the previous precise ping of the customer was outside this fence.",
     "status": "`sent` or `suppressed`.",
-    "reason": "Why: sent, holdout, throttled, no_campaign, no_consent, unknown_customer.",
+    "reason": "Why: sent, holdout, throttled, no_campaign, expired, no_consent, unknown_customer.",
     "channel": "Delivery channel: sms, push, email or voice.",
     "customer_version": "Version of the customer profile valid at the event.",
     "decided_at": "When the decision was recorded.",

@@ -47,6 +47,9 @@ class Feed:
     hashed: tuple[str, ...] = ()
     description: str = ""
     extra_checks: tuple[tuple[str, str], ...] = field(default=())  # (row predicate, reason)
+    # Rows kept only when the customer version valid at the event time has location_opt_in true
+    # (v2 "Consent at ingestion"): the others are discarded, counted, and stored nowhere.
+    needs_location_consent: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -120,7 +123,8 @@ LOCATION_PINGS = Feed(
     ),
     key=("customer_id", "event_time"),
     event_time="event_time",
-    description="Location pings of customers' mobile app.",
+    description="Location pings of customers' mobile app, kept only for customers with location consent.",
+    needs_location_consent=True,
 )
 
 TRANSACTIONS = Feed(

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from nbo_platform.domain.feeds import Column, Feed
+from nbo_platform.domain.pii import mask_pii, mask_pii_sql
 from nbo_platform.duck import sql_literal, utc_date_sql
 from nbo_platform.lake import Lake
 
@@ -531,6 +532,13 @@ class IngestResult:
     rows_quarantined: int
     dates: tuple[str, ...]
     error: str | None = None
+    rows_discarded: int = 0  # valid rows kept nowhere: no location consent (v2)
+    min_event_time: datetime | None = None  # of the rows accepted from the file
+    max_event_time: datetime | None = None
+    # The latest event time of the files ingested before it (v2), by earlier passes: files taken in one
+    # pass arrived together (a sharded sink writes the files of one time slot in parallel) and meet the
+    # same watermark.
+    watermark: datetime | None = None
 
 
 # Landing bytes ingested in one pass. A pass reads the keys already accepted once and writes one
@@ -628,6 +636,44 @@ def _insert_records(
         drop_records(con, view)
 
 
+NO_LOCATION_CONSENT = "no_location_consent"
+
+
+def unconsented_sql(customers: str | None, rows: str) -> str:
+    """The (customer_id, event_time) of ``rows`` whose customer version valid at that time does not
+    have ``location_opt_in`` true: an unknown customer, or one before its first version, included.
+
+    ``customers``: the version history (customer_id, valid_from, valid_to, location_opt_in), or None
+    when no customer is known. Only the intervals without consent are range-joined (few rows); every
+    row meets its customer's first version in a plain hash join.
+    """
+    if customers is None:
+        return f"SELECT DISTINCT customer_id, event_time FROM ({rows})"
+    return f"""
+        WITH v AS (SELECT customer_id, event_time FROM ({rows})),
+        firsts AS (SELECT customer_id, min(valid_from) AS first_from FROM ({customers}) GROUP BY 1),
+        refused AS (
+            SELECT customer_id, valid_from, coalesce(valid_to, 'infinity'::TIMESTAMPTZ) AS valid_to
+            FROM ({customers}) WHERE NOT coalesce(location_opt_in, false)
+        )
+        SELECT DISTINCT v.customer_id, v.event_time FROM v LEFT JOIN firsts f USING (customer_id)
+        WHERE f.first_from IS NULL OR v.event_time < f.first_from
+        UNION
+        SELECT v.customer_id, v.event_time FROM v JOIN refused r
+          ON r.customer_id = v.customer_id AND v.event_time >= r.valid_from AND v.event_time < r.valid_to
+    """
+
+
+def customer_versions_of(lake: Lake) -> str | None:
+    """The lake's customer version history, or None when no customer was loaded yet."""
+    path = lake.table_dir("customers") / "customers.parquet"
+    return (
+        f"SELECT customer_id, valid_from, valid_to, location_opt_in FROM read_parquet('{path}')"
+        if path.exists()
+        else None
+    )
+
+
 def ingest_batch(
     con: duckdb.DuckDBPyConnection,
     lake: Lake,
@@ -638,6 +684,7 @@ def ingest_batch(
     partitions_start: str,
     pii_salt: str,
     dedup_window_days: int | None = None,
+    watermark: datetime | None = None,
 ) -> list[IngestResult]:
     """Ingest landing files (in name order) in one pass, with the results of one file at a time.
 
@@ -648,7 +695,8 @@ def ingest_batch(
     ``<table>/date=D/<batch>.parquet``, rejected rows to ``quarantine/<feed>/<batch>.parquet`` and the
     files' manifest rows, written last, to ``landing_manifest/<feed>/<batch>.parquet``. Fragments of an
     interrupted pass are not in the manifest: ``remove_orphans`` deletes them before the files are
-    ingested again.
+    ingested again. ``watermark``: the latest event time accepted by the passes before this one, which
+    every file of the pass meets (v2 "Time-bound offers").
     """
     bid = batch_id(files)
     cols = feed.column_names
@@ -708,13 +756,24 @@ def ingest_batch(
         "WHERE _reason IS NULL GROUP BY ALL HAVING count(*) > 1"
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE batch_seen_before AS {prior}")
+    # Rows without location consent are discarded before anything counts them as new or duplicate: a
+    # small table of their keys (the pings of customers without consent), joined as the repeats are.
+    discard, discarded_join = "", ""
+    if feed.needs_location_consent:
+        valid = "SELECT customer_id, event_time FROM validated WHERE _reason IS NULL"
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE batch_unconsented AS {unconsented_sql(customer_versions_of(lake), valid)}"
+        )
+        discard = "WHEN u.customer_id IS NOT NULL THEN 'discarded' "
+        discarded_join = "LEFT JOIN batch_unconsented u USING (customer_id, event_time)"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW checked AS
         SELECT v.* EXCLUDE (_raw, _reason), {date_expr} AS date,
-               CASE WHEN {order} <> r._first OR p.{feed.key[0]} IS NOT NULL THEN 'duplicate' ELSE 'new' END
+               CASE {discard}WHEN {order} <> r._first OR p.{feed.key[0]} IS NOT NULL THEN 'duplicate' ELSE 'new' END
                AS _status
         FROM validated v LEFT JOIN batch_repeated r USING ({key}) LEFT JOIN batch_seen_before p USING ({key})
+        {discarded_join}
         WHERE v._reason IS NULL
         """
     )
@@ -728,11 +787,16 @@ def ingest_batch(
     undated = False  # new rows without a date (a feed without event time)
     # The counts and the dates of the new rows in one pass over ``checked`` (the dates as DATEs, cast
     # once each instead of once a row).
-    for no, status, n, found, without in con.execute(
+    span = f"min({et}), max({et})" if et else "NULL::TIMESTAMPTZ, NULL::TIMESTAMPTZ"
+    for no, status, n, found, without, first, last in con.execute(
         "SELECT _file_no, _status, count(*), list(DISTINCT date ORDER BY date) FILTER (date IS NOT NULL)::VARCHAR[], "
-        "bool_or(date IS NULL) FROM checked GROUP BY ALL"
+        f"bool_or(date IS NULL), {span} FROM checked GROUP BY ALL"
     ).fetchall():
-        per_file.setdefault(int(no), {})[status] = int(n)
+        counts = per_file.setdefault(int(no), {})
+        counts[status] = int(n)
+        if last is not None and status != "discarded":
+            counts["first"] = min(first, counts.get("first", first))
+            counts["last"] = max(last, counts.get("last", last))
         if status == "new":
             if found:
                 dates[int(no)] = found
@@ -773,17 +837,21 @@ def ingest_batch(
             )
             continue
         c = per_file.get(i, {})
-        read, quarantined = c.get("read", 0), c.get("quarantined", 0)
+        read, quarantined, discarded = c.get("read", 0), c.get("quarantined", 0), c.get("discarded", 0)
         results.append(
             IngestResult(
                 **base,
                 status="ingested",
                 rows_read=read,
-                rows_accepted=read - quarantined,
+                rows_accepted=read - quarantined - discarded,
                 rows_new=c.get("new", 0),
                 rows_duplicate=c.get("duplicate", 0),
                 rows_quarantined=quarantined,
                 dates=tuple(dates.get(i, ())),
+                rows_discarded=discarded,
+                min_event_time=c.get("first"),
+                max_event_time=c.get("last"),
+                watermark=watermark,
             )
         )
     _write_manifest(con, lake, feed, bid, files, shas, results, ingested_at)
@@ -853,7 +921,8 @@ def _write_quarantine(
     return lake.write(
         con,
         f"SELECT {sql_literal(feed.name)} AS feed, file, _line AS line, "
-        f"_reason AS reason, _raw AS raw, TIMESTAMPTZ {sql_literal(at.isoformat())} AS quarantined_at "
+        f"{mask_pii_sql('_reason')} AS reason, _raw AS raw, "
+        f"TIMESTAMPTZ {sql_literal(at.isoformat())} AS quarantined_at "
         f"FROM ({rows_sql}) ORDER BY file, _line",
         target,
     )
@@ -881,8 +950,15 @@ def _write_manifest(
             "sha256": shas,
             "status": [r.status for r in results],
             **{c: [getattr(r, c) for r in results] for c in _COUNTS},
+            "rows_discarded": [r.rows_discarded for r in results],
+            "discard_reason": pa.array(
+                [NO_LOCATION_CONSENT if r.rows_discarded else None for r in results], pa.string()
+            ),
+            "min_event_time": pa.array([r.min_event_time for r in results], pa.timestamp("us", "UTC")),
+            "max_event_time": pa.array([r.max_event_time for r in results], pa.timestamp("us", "UTC")),
+            "watermark": pa.array([r.watermark for r in results], pa.timestamp("us", "UTC")),
             "dates": [list(r.dates) for r in results],
-            "error": pa.array([r.error for r in results], pa.string()),
+            "error": pa.array([mask_pii(r.error) for r in results], pa.string()),
             "ingested_at": [at] * len(files),
         }
     )
@@ -939,6 +1015,7 @@ def ingest_pending(
         remove_orphans(lake, feed, manifest)
         pending, changed = scan_landing(con, lake, landing_dir, feed, manifest=manifest)
         results = []
+        watermark = max((m["max_event_time"] for m in manifest if m.get("max_event_time")), default=None)
         for batch in plan_batches(pending, batch_bytes):
             results += ingest_batch(
                 con,
@@ -949,7 +1026,10 @@ def ingest_pending(
                 partitions_start=partitions_start,
                 pii_salt=pii_salt,
                 dedup_window_days=dedup_window_days,
+                watermark=watermark,
             )
+            last = max((r.max_event_time for r in results if r.max_event_time), default=None)
+            watermark = last if watermark is None or (last and last > watermark) else watermark
     return results, changed
 
 
@@ -1141,7 +1221,7 @@ def load_reference(
 def conservation_violations(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed) -> list[str]:
     """Files whose recorded counts do not add up, or do not match the rows actually stored.
 
-    For every file: read = accepted + quarantined, accepted = new + duplicate, the lake holds exactly
+    For every file: read = accepted + quarantined + discarded, accepted = new + duplicate, the lake holds exactly
     ``rows_new`` rows from it and the quarantine exactly ``rows_quarantined``.
     """
     manifest = [m for m in read_manifest(con, lake, feed) if m["status"] == "ingested"]
@@ -1161,9 +1241,11 @@ def conservation_violations(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Fe
     problems = []
     for m in manifest:
         f = m["file"]
-        if m["rows_read"] != m["rows_accepted"] + m["rows_quarantined"]:
+        discarded = m.get("rows_discarded") or 0
+        if m["rows_read"] != m["rows_accepted"] + m["rows_quarantined"] + discarded:
             problems.append(
                 f"{f}: read {m['rows_read']} != accepted {m['rows_accepted']} + quarantined {m['rows_quarantined']}"
+                f" + discarded {discarded}"
             )
         if m["rows_accepted"] != m["rows_new"] + m["rows_duplicate"]:
             problems.append(

@@ -5,12 +5,15 @@ campaign's priority, highest first, entries with no active campaign last, then b
 
 1. customer unknown at that time -> ``unknown_customer``; no location or marketing consent as of
    that time (the customer version valid then) -> ``no_consent``;
-2. no campaign of the ally active at that time -> ``no_campaign``;
-3. the customer was notified (sent or holdout) less than ``cooldown_minutes`` before **or after** in
+2. the entry's ping came in a file whose watermark (the latest ping time of the files ingested before
+   it) is more than ``max_delay_minutes`` later than the entry -> ``expired``: the customer has long
+   left the store (v2 "Time-bound offers");
+3. no campaign of the ally active at that time -> ``no_campaign``;
+4. the customer was notified (sent or holdout) less than ``cooldown_minutes`` before **or after** in
    event time (v2 "cooldown both ways": a late entry decided after others) -> ``throttled``;
-4. the customer is in the campaign's holdout (a deterministic hash of customer and campaign below
+5. the customer is in the campaign's holdout (a deterministic hash of customer and campaign below
    ``holdout_pct``) -> ``holdout``; it still counts as notified for the cooldown;
-5. otherwise ``sent``, on the preferred channel, or another channel whose contact is present.
+6. otherwise ``sent``, on the preferred channel, or another channel whose contact is present.
 
 Decisions are facts. The caller passes only entries that have no decision yet, and every earlier
 notification as ``prior_notified``: nothing decided before is revisited.
@@ -30,7 +33,7 @@ import pyarrow as pa
 from nbo_platform.domain.policy import Policy
 from nbo_platform.duck import enum_sql, utc_date_sql
 
-REASONS = ("unknown_customer", "no_consent", "no_campaign", "throttled", "holdout", "sent")
+REASONS = ("unknown_customer", "no_consent", "expired", "no_campaign", "throttled", "holdout", "sent")
 # Push needs only the app, and every customer with location pings has it: the channel of last resort.
 FALLBACK_ORDER = ("push", "sms", "email", "voice")
 # The entries keep their channel and early reason as ENUMs: one byte each in their temp table.
@@ -145,6 +148,20 @@ def campaign_periods_sql(campaigns: str) -> str:
     """
 
 
+NO_PINGS = "SELECT NULL::BIGINT AS customer_id, NULL::TIMESTAMPTZ AS event_time WHERE false"
+
+
+def expired_pings_sql(pings: str, files: str, max_delay_minutes: float) -> str:
+    """The (customer_id, event_time) of ``pings`` (customer_id, event_time, source_file) that are more
+    than ``max_delay_minutes`` older than the watermark their file met; ``files``: source_file, watermark
+    (the latest ping time of the files ingested before it)."""
+    delay = f"to_microseconds({int(round(max_delay_minutes * 60_000_000))})"
+    return f"""
+        SELECT p.customer_id, p.event_time FROM ({pings}) p JOIN ({files}) f USING (source_file)
+        WHERE p.event_time < f.watermark - {delay}
+    """
+
+
 def decide_notifications(con: duckdb.DuckDBPyConnection, *args, **kwargs) -> str:  # noqa: ANN002, ANN003
     """Decide every entry (``decisions_sql``'s arguments); returns the name of a temp table of the
     decisions."""
@@ -161,6 +178,7 @@ def decisions_sql(
     policy: Policy,
     *,
     prior_notified: str | None = None,
+    expired: str | None = None,
     decided_at: str = "now()",
 ) -> str:
     """The query of the decisions of every entry of ``entries`` (rows in no particular order).
@@ -171,6 +189,7 @@ def decisions_sql(
     ``prior_notified``: customer_id, event_time of the notifications decided before that count for the
     cooldown, before or after the entries in event time (both ways: a late entry is throttled by a
     notification decided earlier that lies less than the cooldown after it).
+    ``expired``: customer_id, event_time of the pings that arrived too late (``expired_pings_sql``).
 
     The entries, with the cooldown's result, are prepared on ``con`` (temp table ``nt_entries``); the
     query reads them, so it holds until the next call on ``con``. A caller that reads the decisions
@@ -192,14 +211,16 @@ def decisions_sql(
              AND e.event_time < coalesce(c.valid_to, 'infinity'::TIMESTAMPTZ)
         ),
         with_campaign AS (
-            SELECT w.*, k.campaign_id, k.priority, k.holdout_pct
+            SELECT w.*, k.campaign_id, k.priority, k.holdout_pct, x.customer_id IS NOT NULL AS expired
             FROM with_customer w
             LEFT JOIN ({campaign_periods_sql(campaigns)}) k
               ON k.ally_id = w.ally_id AND k.period_start <= w.event_time AND w.event_time < k.period_end
+            LEFT JOIN ({expired or NO_PINGS}) x ON x.customer_id = w.customer_id AND x.event_time = w.event_time
         )
-        SELECT * EXCLUDE (known, consent) REPLACE (channel::{CHANNEL_TYPE} AS channel),
+        SELECT * EXCLUDE (known, consent, expired) REPLACE (channel::{CHANNEL_TYPE} AS channel),
                CASE WHEN NOT known THEN 'unknown_customer'
                     WHEN NOT consent THEN 'no_consent'
+                    WHEN expired THEN 'expired'
                     WHEN campaign_id IS NULL THEN 'no_campaign'
                     WHEN EXISTS (SELECT 1 FROM ({prior}) p
                                  WHERE p.customer_id = with_campaign.customer_id
@@ -241,7 +262,7 @@ def decisions_sql(
         )
         SELECT {notification_id_sql("customer_id", "store_id", "event_time")} AS notification_id,
                customer_id, ally_id, store_id,
-               CASE WHEN reason NOT IN ('unknown_customer', 'no_consent', 'no_campaign') THEN campaign_id END
+               CASE WHEN reason NOT IN ('unknown_customer', 'no_consent', 'expired', 'no_campaign') THEN campaign_id END
                    AS campaign_id,
                CASE WHEN reason IN ('sent', 'holdout') THEN channel::VARCHAR END AS channel,
                event_time,

@@ -17,11 +17,17 @@ class PolicyError(ValueError):
 MAX_ATTRIBUTION_WINDOW_MINUTES = 1440
 
 
+# Settings that may be null: no limit.
+NULLABLE = ("max_delay_minutes",)
+
+
 @dataclass(frozen=True)
 class Policy:
     cooldown_minutes: float = 60
     attribution_window_minutes: float = 15
     max_accuracy_m: float = 100
+    # An entry more than this older than the watermark its ping file met is `expired` (v2); None: no limit.
+    max_delay_minutes: float | None = 30
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
@@ -37,6 +43,8 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     if unknown:
         raise PolicyError(f"{source}: unknown key(s) {sorted(unknown)} (allowed: {sorted(known)})")
     for k, v in doc.items():
+        if v is None and k in NULLABLE:
+            continue
         if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
             raise PolicyError(f"{source}: {k} must be a non-negative number, got {v!r}")
     window = doc.get("attribution_window_minutes", 0)

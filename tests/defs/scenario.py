@@ -58,3 +58,27 @@ def ping(at: datetime, inside: bool = True, customer: int = 7) -> dict:
 
 def purchase(tid: int, at: datetime, store: int = 11) -> dict:
     return {"transaction_id": tid, "customer_id": 7, "store_id": store, "amount": 12.5, "event_time": at.isoformat()}
+
+
+def pii_in_warehouse(warehouse_path) -> dict[str, int]:
+    """Per table.column of the warehouse, the rows whose text holds an e-mail, phone or IP address."""
+    from nbo_platform.domain.pii import PATTERNS
+    from nbo_platform.warehouse import connect_read_only
+
+    any_pii = "|".join(f"(?:{p})" for p, _ in PATTERNS)
+    con = connect_read_only(warehouse_path)
+    found = {}
+    try:
+        columns = con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE data_type = 'VARCHAR' OR data_type LIKE '%[]' ORDER BY ALL"
+        ).fetchall()
+        for table, column in columns:
+            (n,) = con.execute(
+                f'SELECT count(*) FROM "{table}" WHERE regexp_matches("{column}"::VARCHAR, ?)', [any_pii]
+            ).fetchone()
+            if n:
+                found[f"{table}.{column}"] = n
+    finally:
+        con.close()
+    return found

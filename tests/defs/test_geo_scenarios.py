@@ -10,7 +10,7 @@ from nbo_platform.defs.resources import build_resources
 from nbo_platform.generate import PRESETS, Spec, generate
 from nbo_platform.generate.events import Behaviour
 from nbo_platform.lake import Lake
-from nbo_platform.simulate import Trip, entries_of, pick_customer, write_trip
+from nbo_platform.simulate import Trip, default_start_time, entries_of, pick_customer, write_trip
 from tests.defs.scenario import DAY1, drop, ping, purchase, write_reference
 
 pytestmark = pytest.mark.e2e
@@ -157,7 +157,8 @@ def test_simulated_trip_past_two_stores_receives_their_offers(settings, run_pipe
     lake = Lake(settings.lake_uri)
     stores = pd.read_csv(settings.reference_dir / "stores.csv")
     campaigns = pd.read_csv(settings.reference_dir / "campaigns.csv", parse_dates=["starts_at", "ends_at"])
-    at = datetime(2025, 6, 3, 10, tzinfo=UTC)
+    at = default_start_time(lake)  # just after the feed's watermark: a live trip, not a late one
+    assert at > datetime(2025, 6, 3, 12, tzinfo=UTC)
     live = campaigns[(campaigns.starts_at <= at) & (campaigns.ends_at > at + timedelta(hours=3))].ally_id
     candidates = stores[stores.ally_id.isin(live) & stores.geometry_wkt.isna()].head(2)
     a, b = candidates.itertuples()

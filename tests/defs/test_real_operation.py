@@ -7,7 +7,7 @@ import pytest
 
 from nbo_platform.domain.delivery import LocalOutbox
 from nbo_platform.lake import Lake
-from tests.defs.scenario import DAY1, drop, ping, write_reference
+from tests.defs.scenario import CUSTOMERS_HEADER, DAY1, drop, pii_in_warehouse, ping, write_reference
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +112,62 @@ def test_a_crash_after_a_manifest_write_leaves_nothing_missing_for_the_next_run(
     assert warehouse("SELECT count(*) FROM geofence_hits WHERE is_entry") == [(1,)]
     assert warehouse("SELECT reason FROM notifications") == [("sent",)]
     assert len(outbox_ids(settings)) == 1
+
+
+def test_time_bound_offers_an_entry_older_than_its_files_watermark_by_more_than_the_delay_is_expired(
+    settings, run_pipeline, warehouse
+):
+    write_reference(settings, customers=(8, 9))
+    ten = DAY1 + timedelta(hours=10)
+    drop(settings, "location_pings", "pings-1.csv", [ping(ten, customer=8)])
+    run_pipeline()
+    # The next file meets a watermark of 10:00: 09:29 is more than 30 minutes older, 09:31 is not.
+    drop(
+        settings,
+        "location_pings",
+        "pings-2.csv",
+        [ping(ten - timedelta(minutes=31)), ping(ten - timedelta(minutes=29), customer=9)],
+    )
+    run_pipeline()
+    assert warehouse("SELECT customer_id, reason FROM notifications ORDER BY customer_id") == [
+        (7, "expired"),
+        (8, "sent"),
+        (9, "sent"),
+    ]
+    # A ping 36 days old, after all that, never becomes an SMS today.
+    drop(settings, "location_pings", "pings-3.csv", [ping(ten - timedelta(days=36), customer=8)])
+    run_pipeline()
+    assert warehouse("SELECT reason FROM notifications WHERE event_time < TIMESTAMPTZ '2025-06-01'") == [("expired",)]
+    assert len(outbox_ids(settings)) == 2
+    assert warehouse("SELECT expired FROM notification_funnel WHERE date = DATE '2025-06-02'") == [(1,)]
+
+
+def test_time_bound_offers_no_limit_when_max_delay_is_null(settings, run_pipeline, warehouse):
+    write_reference(settings, customers=(8,))
+    (settings.reference_dir / "policy.yaml").write_text("max_delay_minutes: null\n")
+    ten = DAY1 + timedelta(hours=10)
+    drop(settings, "location_pings", "pings-1.csv", [ping(ten, customer=8)])
+    run_pipeline()
+    drop(settings, "location_pings", "pings-2.csv", [ping(ten - timedelta(hours=5))])
+    run_pipeline()
+    assert warehouse("SELECT reason FROM notifications ORDER BY customer_id") == [("sent",), ("sent",)]
+
+
+def test_no_raw_contact_data_reaches_the_warehouse_error_texts_included(settings, run_pipeline, warehouse):
+    write_reference(settings)
+    folder = settings.landing_dir / "customers"
+    folder.mkdir(parents=True)
+    # A change file with an extra field: a row the CSV reader cannot fit, its e-mail and phone in the error.
+    (folder / "changes-1.csv").write_text(
+        CUSTOMERS_HEADER + "8,Luis,Rey,luis@example.com,+57 310 7654321,Male,1,700,true,true,sms,2025-06-01T00:00:00Z,"
+        "extra 300.555.1234\n"
+    )
+    drop(settings, "customer_activity", "a-1.csv", [
+        {"customer_id": 7, "activity_id": 1, "ip_address": "2001:db8::7", "activity_type": "deposit",
+         "propensity_to_buy": "0.5 from 10.1.2.3 ana@example.com", "event_time": "2025-06-02T10:00:00Z"}])  # fmt: skip
+    drop(settings, "location_pings", "p-1.csv", [ping(DAY1 + timedelta(hours=10))])
+    run_pipeline()
+    quarantined = dict(warehouse("SELECT feed, raw || ' ' || reason FROM quarantine"))
+    assert "<phone>" in quarantined["customers"] and "<email>" in quarantined["customers"]
+    assert "<ip>" in quarantined["customer_activity"]  # the IPv6 address too
+    assert pii_in_warehouse(settings.warehouse_path) == {}

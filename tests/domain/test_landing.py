@@ -65,6 +65,18 @@ def ingest(settings, lake, con, feed=CUSTOMER_ACTIVITY, batch_bytes=BATCH_BYTES,
     )
 
 
+def consenting(lake, con, versions=((1, None, True),)) -> None:
+    """The lake's customer history: (customer_id, valid_from or None for ever, location_opt_in) versions."""
+    since = lambda t: f"TIMESTAMPTZ '{t or '0001-01-01 00:00:00+00'}'"  # noqa: E731
+    rows = ", ".join(f"({c}, {since(t)}, {str(o).lower()})" for c, t, o in versions)
+    lake.write(
+        con,
+        f"SELECT customer_id, valid_from, lead(valid_from) OVER (PARTITION BY customer_id ORDER BY valid_from) "
+        f"AS valid_to, location_opt_in FROM (VALUES {rows}) t(customer_id, valid_from, location_opt_in)",
+        lake.table_dir("customers") / "customers.parquet",
+    )
+
+
 def quarantine(con, lake) -> list[tuple]:
     return con.execute(
         f"SELECT file, line, reason FROM read_parquet('{lake.table_dir('quarantine')}/**/*.parquet') "
@@ -441,6 +453,7 @@ def test_events_land_in_daily_partitions_by_utc_event_date(settings, lake, con):
             {"customer_id": 1, "event_time": "2025-03-02T00:00:00Z", "lat": 91, "lon": -74.1},
         ],
     )
+    consenting(lake, con)
     [r], _ = ingest(settings, lake, con, LOCATION_PINGS)
     assert r.dates == ("2025-03-01", "2025-03-02")
     assert (r.rows_new, r.rows_duplicate, r.rows_quarantined) == (2, 1, 1)
@@ -649,6 +662,7 @@ def test_parquet_columns_stored_with_their_type_validate_as_text_does(tmp_path):
             }
         else:
             write_jsonl(d / "p.jsonl", [dict(zip(columns, map(as_text, p), strict=True)) for p in pings])
+        consenting(lake, con, [(c, None, True) for c in range(-5, 10)])
         (result,), _ = ingest(settings, lake, con, feed=LOCATION_PINGS)
         assert (result.rows_read, result.rows_new, result.rows_quarantined) == (7, 1, 6)
         accepted = con.execute(f"SELECT customer_id, lat, lon FROM {lake.scan_sql('location_pings')}").fetchall()
@@ -754,3 +768,60 @@ def test_identifiers_transaction_ids_are_text_and_an_integer_is_its_decimal_text
     ids = con.execute(f"SELECT transaction_id FROM {lake.scan_sql('transactions')} ORDER BY 1").fetchall()
     assert ids == [("42",), ("43",), ("44",), ("AB/77",), ("TX-2026-0001",)]
     assert {r[2] for r in quarantine(con, lake)} == {"transaction_id: missing"}
+
+
+def test_consent_at_ingestion_pings_without_location_consent_are_discarded_and_counted(settings, lake, con):
+    # Customer 1 consents until 10:00, withdraws, consents again from 12:00; customer 2 never did;
+    # customer 3 is unknown; customer 4 is known only from 09:00.
+    consenting(
+        lake,
+        con,
+        [(1, None, True), (1, "2025-03-01 10:00:00+00", False), (1, "2025-03-01 12:00:00+00", True),
+         (2, None, False), (4, "2025-03-01 09:00:00+00", True)],
+    )  # fmt: skip
+
+    def p(cid, hhmm, lat=4.6):
+        return {"customer_id": cid, "event_time": f"2025-03-01T{hhmm}:00Z", "lat": lat, "lon": -74.1}
+
+    folder = settings.landing_dir / "location_pings"
+    write_jsonl(folder / "a.jsonl", [p(1, "09:59"), p(1, "10:00"), p(1, "11:59"), p(1, "12:00"), p(2, "09:00"),
+                                     p(3, "09:00"), p(4, "08:59"), p(4, "09:00"), p(2, "09:30", lat=95)])  # fmt: skip
+    write_jsonl(folder / "b.jsonl", [p(1, "10:30"), p(1, "09:59")])  # a repeat of a kept ping, a refused one
+    a, b = ingest(settings, lake, con, LOCATION_PINGS)[0]
+    assert (a.rows_read, a.rows_accepted, a.rows_new, a.rows_quarantined, a.rows_discarded) == (9, 3, 3, 1, 5)
+    assert (b.rows_read, b.rows_accepted, b.rows_duplicate, b.rows_discarded) == (2, 1, 1, 1)
+    for r in (a, b):
+        assert r.rows_read == r.rows_accepted + r.rows_quarantined + r.rows_discarded
+    kept = con.execute(f"SELECT customer_id, strftime(event_time, '%H:%M') FROM {lake.scan_sql('location_pings')} "
+                       "ORDER BY ALL").fetchall()  # fmt: skip
+    assert kept == [(1, "09:59"), (1, "12:00"), (4, "09:00")]
+    # Their coordinates are stored nowhere: not in the lake, and not in the quarantine (only the bad row).
+    assert [r[2] for r in quarantine(con, lake)] == ["lat: latitude outside [-90, 90]: 95.0"]
+    manifest = {m["file"]: m for m in read_manifest(con, lake, LOCATION_PINGS)}
+    assert manifest["a.jsonl"]["rows_discarded"] == 5
+    assert manifest["a.jsonl"]["discard_reason"] == "no_location_consent"
+    assert conservation_violations(con, lake, LOCATION_PINGS) == []
+
+
+def test_time_bound_offers_the_watermark_of_a_file_is_the_latest_event_time_of_the_passes_before_it(
+    settings, lake, con
+):
+    consenting(lake, con)
+    folder = settings.landing_dir / "location_pings"
+
+    def p(hhmm):
+        return {"customer_id": 1, "event_time": f"2025-03-01T{hhmm}:00Z", "lat": 4.6, "lon": -74.1}
+
+    write_jsonl(folder / "1.jsonl", [p("10:00"), p("10:20")])
+    write_jsonl(folder / "2.jsonl", [p("10:10"), p("10:30")])  # two shards of one slot, arriving together
+    first = ingest(settings, lake, con, LOCATION_PINGS)[0]
+    write_jsonl(folder / "3.jsonl", [p("09:00")])
+    write_jsonl(folder / "4.jsonl", [p("11:00")])
+    later = ingest(settings, lake, con, LOCATION_PINGS)[0]
+    write_jsonl(folder / "5.jsonl", [p("10:45")])
+    last = ingest(settings, lake, con, LOCATION_PINGS)[0]
+    marks = [(r.file, r.watermark and r.watermark.strftime("%H:%M")) for r in first + later + last]
+    assert marks == [("1.jsonl", None), ("2.jsonl", None), ("3.jsonl", "10:30"), ("4.jsonl", "10:30"),
+                     ("5.jsonl", "11:00")]  # fmt: skip
+    manifest = {m["file"]: m for m in read_manifest(con, lake, LOCATION_PINGS)}
+    assert manifest["3.jsonl"]["min_event_time"].strftime("%H:%M") == "09:00"

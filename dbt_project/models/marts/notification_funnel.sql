@@ -11,6 +11,7 @@ funnel as (
         count(*) as entries,
         count(*) filter (where reason = 'unknown_customer') as unknown_customer,
         count(*) filter (where reason = 'no_consent') as no_consent,
+        count(*) filter (where reason = 'expired') as expired,
         count(*) filter (where reason = 'no_campaign') as no_campaign,
         count(*) filter (where reason = 'throttled') as throttled,
         count(*) filter (where reason = 'holdout') as holdout,

@@ -9,6 +9,7 @@ from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource, WarehouseResource
 from nbo_platform.domain.feeds import LANDING_FEEDS, Feed
 from nbo_platform.domain.landing import ingest_pending
+from nbo_platform.domain.pii import mask_pii
 from nbo_platform.duck import connect
 from nbo_platform.lake import Lake
 
@@ -32,9 +33,10 @@ def ingest_feed(feed: Feed, lake: Lake, landing: LandingZoneResource, log: dg.Da
                 log.info(
                     f"{feed.name}/{r.file}: read {r.rows_read}, new {r.rows_new}, duplicate {r.rows_duplicate}, "
                     f"quarantined {r.rows_quarantined}"
+                    + (f", discarded {r.rows_discarded} (no location consent)" if r.rows_discarded else "")
                 )
             else:
-                log.error(f"{feed.name}/{r.file}: {r.status}: {r.error}")
+                log.error(f"{feed.name}/{r.file}: {r.status}: {mask_pii(r.error)}")
         for c in changed:
             log.warning(
                 f"{feed.name}/{c.file.relpath} changed after it was ingested (sha256 {c.ingested_sha256[:12]} -> "
@@ -71,8 +73,15 @@ def build_feed_asset(feed: Feed) -> dg.AssetsDefinition:
             f"{feed.description} Landing files from `landing/{feed.name}/` validated against the feed's "
             f"schema and de-duplicated on ({', '.join(feed.key)}); one partition per UTC event date. "
             "Rejected rows go to `quarantine`."
+            + (
+                " Pings of customers without location consent at that time are discarded, only counted."
+                if feed.needs_location_consent
+                else ""
+            )
         ),
         metadata={"landing_folder": f"landing/{feed.name}/", "key": ", ".join(feed.key)},
+        # Consent is the customer version's as known at ingestion: the customers are loaded first.
+        deps=["customers"] if feed.needs_location_consent else None,
         freshness_policy=FEED_FRESHNESS if feed.table in STREAMING_FEEDS else None,
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
@@ -104,6 +113,7 @@ def build_feed_asset(feed: Feed) -> dg.AssetsDefinition:
                 "rows_new_this_run": sum(r.rows_new for r in results),
                 "rows_duplicate_this_run": sum(r.rows_duplicate for r in results),
                 "rows_quarantined_this_run": sum(r.rows_quarantined for r in results),
+                "rows_discarded_this_run": sum(r.rows_discarded for r in results),
                 "changed_files_ignored": len(changed),
             }
         )

@@ -20,7 +20,9 @@ from nbo_platform.defs.metadata import table_metadata
 from nbo_platform.defs.partitions import daily_partitions
 from nbo_platform.defs.resources import DeliveryResource, LakeResource, WarehouseResource
 from nbo_platform.domain.delivery import Channel, DeliveryOutcome, batch_id
-from nbo_platform.domain.notifications import decisions_sql, notification_id_sql
+from nbo_platform.domain.feeds import LOCATION_PINGS
+from nbo_platform.domain.landing import MANIFEST_TABLE
+from nbo_platform.domain.notifications import decisions_sql, expired_pings_sql, notification_id_sql
 from nbo_platform.duck import connect, sql_literal
 from nbo_platform.lake import Lake
 
@@ -45,6 +47,36 @@ def files_sql(lake: Lake, table: str, dates: list[str]) -> str | None:
 
 def reference_sql(lake: Lake, table: str, empty: str) -> str:
     return f"SELECT * FROM {lake.scan_sql(table, hive=False)}" if lake.has_files(table) else empty
+
+
+def expired_sql(con, lake: Lake, date: str, policy) -> str | None:
+    """The pings of ``date`` that came too late (v2 "Time-bound offers"), or None when none can have.
+
+    Only the ping files that brought a ping older than their watermark less the delay are read: a
+    replay in time order has none, so it reads nothing more than before.
+    """
+    if policy.max_delay_minutes is None:
+        return None
+    manifest = lake.table_dir(MANIFEST_TABLE) / LOCATION_PINGS.name
+    pings = files_sql(lake, "location_pings", [date])
+    if pings is None or not any(manifest.glob("*.parquet")):
+        return None
+    late = con.execute(
+        f"SELECT file, watermark FROM read_parquet('{manifest}/*.parquet', union_by_name = true) "
+        f"WHERE list_contains(dates, {sql_literal(date)}) AND watermark IS NOT NULL "
+        f"AND min_event_time < watermark - to_microseconds({int(round(policy.max_delay_minutes * 60_000_000))})"
+    ).fetchall()
+    if not late:
+        return None
+    con.register("late_ping_files", pa.table({"source_file": [f for f, _ in late], "watermark": [w for _, w in late]}))
+    con.execute("CREATE OR REPLACE TEMP TABLE nt_late_files AS SELECT * FROM late_ping_files")
+    con.unregister("late_ping_files")
+    return expired_pings_sql(
+        f"SELECT customer_id, event_time, source_file FROM {pings} "
+        "WHERE source_file IN (SELECT source_file FROM nt_late_files)",
+        "SELECT * FROM nt_late_files",
+        policy.max_delay_minutes,
+    )
 
 
 def decide_date(con, lake: Lake, date: str, policy) -> dict:
@@ -72,6 +104,7 @@ def decide_date(con, lake: Lake, date: str, policy) -> dict:
         reference_sql(lake, "campaigns", EMPTY_CAMPAIGNS),
         policy,
         prior_notified=prior_sql,
+        expired=expired_sql(con, lake, date, policy),
     )
     # The decisions are computed once, straight into a staged file. A run decides only entries without
     # a decision, so its set of ids is disjoint from every earlier run's of the date: its smallest id
@@ -100,7 +133,7 @@ def decide_date(con, lake: Lake, date: str, policy) -> dict:
     owners=["team:marketing"],
     backfill_policy=dg.BackfillPolicy.single_run(),
     description="One decision per geofence entry, in time order: `sent`, or suppressed with the reason "
-    "(unknown_customer, no_consent, no_campaign, throttled, holdout). Consent is the customer version's "
+    "(unknown_customer, no_consent, expired, no_campaign, throttled, holdout). Consent is the customer version's "
     "as of the entry; the cooldown counts every earlier sent or holdout notification, across days and "
     "runs. Append-only: a decision once made is never changed.",
 )

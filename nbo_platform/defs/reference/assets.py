@@ -268,8 +268,9 @@ POLICY_SNAPSHOT = "policy.yaml"
     kinds={"yaml"},
     owners=["team:marketing"],
     description="The notification policy (`reference/policy.yaml`): cooldown_minutes, "
-    "attribution_window_minutes (at most a day), max_accuracy_m. An unknown key or a negative value fails the run; "
-    "absent file: the defaults (60, 15, 100). A snapshot is kept in the lake for the runs that follow.",
+    "attribution_window_minutes (at most a day), max_accuracy_m, max_delay_minutes (null: no limit). An unknown "
+    "key or a negative value fails the run; absent file: the defaults (60, 15, 100, 30). A snapshot is kept in "
+    "the lake for the runs that follow.",
 )
 def policy(context: dg.AssetExecutionContext, lake: LakeResource, landing: LandingZoneResource) -> dg.MaterializeResult:
     source = landing.reference_dir / POLICY_SNAPSHOT
@@ -282,4 +283,5 @@ def policy(context: dg.AssetExecutionContext, lake: LakeResource, landing: Landi
     tmp.replace(target_dir / POLICY_SNAPSHOT)
     if not source.exists():
         context.log.info(f"{source} not found: using the default policy")
-    return dg.MaterializeResult(metadata={k: float(v) for k, v in asdict(parsed).items()} | {"source": str(source)})
+    figures = {k: float(v) if v is not None else "no limit" for k, v in asdict(parsed).items()}
+    return dg.MaterializeResult(metadata=figures | {"source": str(source)})
