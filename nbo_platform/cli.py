@@ -28,6 +28,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_retake(args: argparse.Namespace) -> int:
+    """Take landing files in again as they are now (finished or corrected in place), then run."""
+    settings = _settings(args)
+    from nbo_platform.domain.feeds import LANDING_FEEDS
+    from nbo_platform.domain.landing import LandingError, retake
+    from nbo_platform.duck import connect
+    from nbo_platform.lake import Lake
+    from nbo_platform.runner import dagster_instance, run_pipeline
+
+    lake, con = Lake(settings.lake_uri, settings.parquet_version), connect()
+    for name in args.files:
+        feed_name, _, relpath = name.partition("/")
+        if feed_name not in LANDING_FEEDS or not relpath:
+            print(
+                f"nbo retake: {name}: expected <feed>/<file> with a feed of {', '.join(LANDING_FEEDS)}", file=sys.stderr
+            )
+            return EXIT_ERRORS
+        try:
+            r = retake(
+                con,
+                lake,
+                settings.landing_dir,
+                LANDING_FEEDS[feed_name],
+                relpath,
+                lock_dir=settings.state_dir / "locks",
+                partitions_start=settings.partitions_start,
+                pii_salt=settings.pii_salt,
+                dedup_window_days=settings.dedup_window_days,
+            )
+        except LandingError as e:
+            print(f"nbo retake: {e}", file=sys.stderr)
+            return EXIT_ERRORS
+        print(
+            f"nbo retake: {name}: read {r.rows_read}, new {r.rows_new}, already accepted {r.rows_duplicate}, "
+            f"quarantined {r.rows_quarantined}, discarded {r.rows_discarded}"
+        )
+    report = run_pipeline(settings, instance=dagster_instance(settings))
+    print(f"nbo retake: {len(report.runs)} run(s) in {report.seconds:.1f} s")
+    return EXIT_OK
+
+
 def _print_generated(report) -> None:
     rows = ", ".join(f"{k} {v:,}" for k, v in report.rows.items())
     bad = ", ".join(f"{k} {v:,}" for k, v in report.malformed.items() if v)
@@ -181,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     with_data_dir(sub.add_parser("run", help="process every pending landing file through every asset")).set_defaults(
         func=cmd_run
     )
+    retake_p = with_data_dir(
+        sub.add_parser(
+            "retake",
+            help="take ingested landing files in again as they are now (a producer finished or corrected them), "
+            "then run: records accepted before stay once",
+        )
+    )
+    retake_p.add_argument("files", nargs="+", metavar="FEED/FILE", help="e.g. location_pings/pings-0042.jsonl")
+    retake_p.set_defaults(func=cmd_retake)
     with_data_dir(
         sub.add_parser("demo", help="write sample data if none is present, run the pipeline, summarize")
     ).set_defaults(func=cmd_demo)
@@ -200,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--from", dest="start", required=True, help="LAT,LON where the trip starts")
     sim.add_argument("--to", dest="end", required=True, help="LAT,LON where the trip ends")
     sim.add_argument("--speed", type=float, default=30.0, help="km/h (default 30)")
-    sim.add_argument("--at", help="start time, ISO-8601 (default: 10:00 UTC of the latest day with pings)")
+    sim.add_argument("--at", help="start time, ISO-8601 (default: a minute after the latest ping taken in)")
     sim.set_defaults(func=cmd_simulate)
     rep = with_data_dir(
         sub.add_parser("report", help="write the campaign report: one self-contained HTML file (no network needed)")

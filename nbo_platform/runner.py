@@ -70,6 +70,32 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+def wait_for_settling(landing: LandingZoneResource, echo: Callable[[str], None] = print) -> None:
+    """Wait until no landing file was modified in the last ``settle_seconds`` (a producer may still be
+    writing it), so that ``nbo run`` takes in every file present when it starts. The sensor does not
+    wait: it takes such a file at a later tick."""
+    from nbo_platform.domain.feeds import LANDING_FEEDS
+    from nbo_platform.domain.landing import settling_files
+
+    if landing.settle_seconds <= 0:
+        return
+    for _ in range(100):  # a file rewritten without end is left for a later run, not waited for forever
+        young = [
+            f
+            for feed in LANDING_FEEDS.values()
+            for f in settling_files(landing.landing_dir, feed, landing.settle_seconds)
+        ]
+        if not young:
+            return
+        newest = max(f.mtime_ns for f in young)
+        wait = max(0.05, landing.settle_seconds - (time.time_ns() - newest) / 1e9)
+        echo(
+            f"nbo run: {len(young)} landing file(s) modified in the last {landing.settle_seconds:g} s "
+            f"(maybe still being written); waiting {wait:.1f} s"
+        )
+        time.sleep(wait)
+
+
 def run_pipeline(
     settings: Settings,
     *,
@@ -79,6 +105,7 @@ def run_pipeline(
 ) -> RunReport:
     landing: LandingZoneResource = build_resources(settings)["landing"]
     lake = Lake(settings.lake_uri, settings.parquet_version)
+    wait_for_settling(landing, echo)
     # The plan needs only the landing zone and the lake: it is made (in DuckDB, which releases the GIL)
     # while the definitions are imported and built, seconds of single-threaded Python (dbt, matplotlib).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbo-plan") as pool:

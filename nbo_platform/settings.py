@@ -45,6 +45,9 @@ class Settings:
     # lookup to the dates within that many days of the batch's event dates (docs/operations.md,
     # "De-duplication as history grows"); None: all history, the contract's "kept once" for any repeat.
     dedup_window_days: int | None = None
+    # A landing file modified less than this many seconds ago is taken as still being written and is
+    # not read yet (NBO_LANDING_SETTLE_SECONDS); ``nbo run`` waits for it, the sensor takes it next tick.
+    landing_settle_seconds: float = 5.0
 
     @property
     def reference_dir(self) -> Path:
@@ -110,6 +113,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_url=webhook_url,
         parquet_version=_one_of(env, "NBO_PARQUET_VERSION", PARQUET_VERSIONS, Settings.parquet_version),
         dedup_window_days=_days(env, "NBO_DEDUP_WINDOW_DAYS"),
+        landing_settle_seconds=_seconds(env, "NBO_LANDING_SETTLE_SECONDS", Settings.landing_settle_seconds),
     )
 
 
@@ -128,3 +132,17 @@ def _days(env: Mapping[str, str], name: str) -> int | None:
     if not (value.isascii() and value.isdigit()):
         raise SettingsError(f"{name}={value!r}: expected a whole number of days (0 or more), or unset")
     return int(value)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number of seconds >= 0 from the environment, or ``default`` when unset or empty."""
+    value = (env.get(name) or "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not (seconds >= 0 and seconds != float("inf")):
+        raise SettingsError(f"{name}={value!r}: expected a number of seconds (0 or more), or unset")
+    return seconds

@@ -14,7 +14,8 @@ warnings.filterwarnings("ignore", message=".*(beta|preview|experimental).*")
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings({"NBO_DATA_DIR": str(tmp_path / "data")})
+    # Files are written whole before each run: no settling time (tests of it set their own).
+    return load_settings({"NBO_DATA_DIR": str(tmp_path / "data"), "NBO_LANDING_SETTLE_SECONDS": "0"})
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ class LandingZoneResource(dg.ConfigurableResource):
     partitions_start: str = "2024-01-01"
     pii_salt: str = Settings.pii_salt
     dedup_window_days: int | None = None  # see ``Settings.dedup_window_days``
+    settle_seconds: float = Settings.landing_settle_seconds  # see ``Settings.landing_settle_seconds``
 
     @property
     def landing_dir(self) -> Path:
@@ -78,6 +79,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             partitions_start=s.partitions_start,
             pii_salt=s.pii_salt,
             dedup_window_days=s.dedup_window_days,
+            settle_seconds=s.landing_settle_seconds,
         ),
         "delivery": DeliveryResource(kind=s.delivery, outbox_dir=str(s.outbox_dir), webhook_url=s.webhook_url),
     }

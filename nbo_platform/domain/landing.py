@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,8 @@ from nbo_platform.lake import Lake
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 MANIFEST_TABLE = "landing_manifest"
+# A manifest row recording that an ingested file changed afterwards (kept until the file is retaken).
+CHANGED = "changed"
 QUARANTINE_TABLE = "quarantine"
 
 
@@ -438,10 +441,11 @@ class LandingFile:
     relpath: str  # relative to landing/<feed>/: the file's name in the manifest
     size: int
     mtime_ns: int
+    version: int = 1  # the file's content taken in for the n-th time (``retake``)
 
     @property
     def file_id(self) -> str:
-        return file_id(self.feed, self.relpath)
+        return file_id(self.feed, self.relpath, self.version)
 
 
 @dataclass(frozen=True)
@@ -451,8 +455,9 @@ class ChangedFile:
     current_sha256: str
 
 
-def file_id(feed: str, relpath: str) -> str:
-    return hashlib.sha256(f"{feed}/{relpath}".encode()).hexdigest()[:20]
+def file_id(feed: str, relpath: str, version: int = 1) -> str:
+    name = f"{feed}/{relpath}" if version == 1 else f"{feed}/{relpath}#{version}"
+    return hashlib.sha256(name.encode()).hexdigest()[:20]
 
 
 def sha256_of(path: Path) -> str:
@@ -472,8 +477,22 @@ def for_each_file(work: Callable[[Path], T], paths: list[Path]) -> list[T]:
         return list(pool.map(work, paths))
 
 
-def list_landing_files(landing_dir: Path, feed: Feed) -> list[LandingFile]:
-    """The feed's files in name order (streaming sinks name files by time or offset)."""
+def list_landing_files(landing_dir: Path, feed: Feed, settle_seconds: float = 0) -> list[LandingFile]:
+    """The feed's files in name order (streaming sinks name files by time or offset), but those modified
+    less than ``settle_seconds`` ago: a producer may still be writing them (see ``settling_files``)."""
+    return [f for f in _landing_files(landing_dir, feed) if not _settling(f, settle_seconds)]
+
+
+def settling_files(landing_dir: Path, feed: Feed, settle_seconds: float) -> list[LandingFile]:
+    """Files modified less than ``settle_seconds`` ago: not read until their size and time rest."""
+    return [f for f in _landing_files(landing_dir, feed) if _settling(f, settle_seconds)]
+
+
+def _settling(f: LandingFile, settle_seconds: float) -> bool:
+    return settle_seconds > 0 and time.time_ns() - f.mtime_ns < settle_seconds * 1e9
+
+
+def _landing_files(landing_dir: Path, feed: Feed) -> list[LandingFile]:
     root = landing_dir / feed.name
     if not root.exists():
         return []
@@ -498,16 +517,37 @@ def read_manifest(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed | None 
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 
+def latest_versions(manifest: list[dict]) -> dict[str, dict]:
+    """Each file's latest manifest row: its last version, and of that version the ``changed`` record
+    when there is one (written after the version was ingested)."""
+    latest: dict[str, dict] = {}
+    for m in manifest:
+        key = (m.get("version") or 1, m["status"] == CHANGED, m["ingested_at"])
+        old = latest.get(m["file"])
+        if old is None or key > (old.get("version") or 1, old["status"] == CHANGED, old["ingested_at"]):
+            latest[m["file"]] = m
+    return latest
+
+
 def scan_landing(
-    con: duckdb.DuckDBPyConnection, lake: Lake, landing_dir: Path, feed: Feed, *, manifest: list[dict] | None = None
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    landing_dir: Path,
+    feed: Feed,
+    *,
+    manifest: list[dict] | None = None,
+    settle_seconds: float = 0,
 ) -> tuple[list[LandingFile], list[ChangedFile]]:
-    """Files not yet ingested, and ingested files whose content has changed since."""
-    by_file = {m["file"]: m for m in (read_manifest(con, lake, feed) if manifest is None else manifest)}
+    """Files not yet ingested (and settled), and ingested files whose content has changed since: a
+    change is reported until the file is taken in again with ``retake``."""
+    by_file = latest_versions(read_manifest(con, lake, feed) if manifest is None else manifest)
     pending, changed = [], []
-    for f in list_landing_files(landing_dir, feed):
+    for f in list_landing_files(landing_dir, feed, settle_seconds):
         m = by_file.get(f.relpath)
         if m is None:
             pending.append(f)
+        elif m["status"] == CHANGED:
+            changed.append(ChangedFile(f, m.get("previous_sha256") or "", m["sha256"]))
         elif (m["size_bytes"], m["mtime_ns"]) != (f.size, f.mtime_ns):
             current = sha256_of(f.path)  # a touched but identical file is not a change
             if current != m["sha256"]:
@@ -720,7 +760,14 @@ def ingest_batch(
     con.execute("ALTER TABLE validated ALTER COLUMN _file_no SET NOT NULL")
     shas = for_each_file(sha256_of, [f.path for f in files])
     errors = _append_records(con, feed, {i: f.path for i, f in enumerate(files)}, stored, validate)
-    names = pa.table({"_file_no": list(range(len(files))), "source_file": [f.relpath for f in files]})
+    names = pa.table(
+        {
+            "_file_no": list(range(len(files))),
+            "source_file": [f.relpath for f in files],
+            # A retaken file's earlier version is "accepted before": its records stay once.
+            "_first_take": [f.version == 1 for f in files],
+        }
+    )
     con.register("batch_files", names)
     # Parquet rows were read without their raw text: rejected ones get it now, in one update.
     con.execute(
@@ -874,7 +921,7 @@ def _prior_keys_sql(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, wind
     none = f"SELECT {key} FROM validated WHERE false"
     if not lake.has_files(feed.table):
         return none
-    where = ["source_file NOT IN (SELECT source_file FROM batch_files)"]
+    where = ["source_file NOT IN (SELECT source_file FROM batch_files WHERE _first_take)"]
     et = feed.event_time
     bounded = bool(et and et in feed.key)
     scan = lake.scan_sql(feed.table)
@@ -944,6 +991,7 @@ def _write_manifest(
             "feed": [r.feed for r in results],
             "file": [r.file for r in results],
             "file_id": [f.file_id for f in files],
+            "version": [f.version for f in files],
             "batch_id": [bid] * len(files),
             "size_bytes": [f.size for f in files],
             "mtime_ns": [f.mtime_ns for f in files],
@@ -1006,6 +1054,7 @@ def ingest_pending(
     now: datetime | None = None,
     batch_bytes: int = BATCH_BYTES,
     dedup_window_days: int | None = None,
+    settle_seconds: float = 0,
 ) -> tuple[list[IngestResult], list[ChangedFile]]:
     """Ingest every pending file of a feed, in name order, in batches; report changed files.
 
@@ -1013,7 +1062,11 @@ def ingest_pending(
     with feed_lock(lock_dir, feed):
         manifest = read_manifest(con, lake, feed)
         remove_orphans(lake, feed, manifest)
-        pending, changed = scan_landing(con, lake, landing_dir, feed, manifest=manifest)
+        pending, changed = scan_landing(con, lake, landing_dir, feed, manifest=manifest, settle_seconds=settle_seconds)
+        latest = latest_versions(manifest)
+        for c in changed:  # recorded once, reported until the file is retaken
+            if latest[c.file.relpath]["status"] != CHANGED:
+                _record_changed(con, lake, feed, latest[c.file.relpath], c, now or datetime.now(UTC))
         results = []
         watermark = max((m["max_event_time"] for m in manifest if m.get("max_event_time")), default=None)
         for batch in plan_batches(pending, batch_bytes):
@@ -1030,7 +1083,93 @@ def ingest_pending(
             )
             last = max((r.max_event_time for r in results if r.max_event_time), default=None)
             watermark = last if watermark is None or (last and last > watermark) else watermark
+            # A file written to while it was read: what was read stays, the change is recorded at once.
+            for f in batch:
+                st = f.path.stat() if f.path.exists() else None
+                if st is None or (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+                    _, now_changed = scan_landing(con, lake, landing_dir, feed)
+                    for c in now_changed:
+                        if c.file.relpath == f.relpath:
+                            row = latest_versions(read_manifest(con, lake, feed))[f.relpath]
+                            _record_changed(con, lake, feed, row, c, now or datetime.now(UTC))
+                            changed.append(c)
     return results, changed
+
+
+def _record_changed(
+    con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, row: dict, change: ChangedFile, at: datetime
+) -> None:
+    """A manifest row saying that an ingested file changed afterwards (``landing_files_intact`` fails
+    on it until the file is taken in again with ``nbo retake``)."""
+    f = change.file
+    record = {
+        **{k: v for k, v in row.items() if k not in ("batch_id",)},
+        "batch_id": None,
+        "size_bytes": f.size,
+        "mtime_ns": f.mtime_ns,
+        "sha256": change.current_sha256,
+        "previous_sha256": change.ingested_sha256,
+        "status": CHANGED,
+        **dict.fromkeys((*_COUNTS, "rows_discarded"), 0),
+        "dates": [],
+        "error": f"changed after it was ingested (sha256 {change.ingested_sha256[:12]} -> "
+        f"{change.current_sha256[:12]}): its new records are not read until `nbo retake {feed.name}/{f.relpath}`",
+        "ingested_at": at,
+    }
+    stamp = pa.timestamp("us", "UTC")
+    types = {"dates": pa.list_(pa.string()), "ingested_at": stamp, "min_event_time": stamp, "max_event_time": stamp,
+             "watermark": stamp, "mtime_ns": pa.int64(), "size_bytes": pa.int64(), "version": pa.int64()}  # fmt: skip
+    schema = pa.schema(
+        [
+            (k, types.get(k) or (pa.int64() if isinstance(v, int) and not isinstance(v, bool) else pa.string()))
+            for k, v in record.items()
+        ]
+    )
+    con.register("changed_row", pa.Table.from_pylist([record], schema=schema))
+    target = lake.table_dir(MANIFEST_TABLE) / feed.name / f"changed-{f.file_id}-{change.current_sha256[:12]}.parquet"
+    lake.write(con, "SELECT * FROM changed_row", target)
+    con.unregister("changed_row")
+
+
+def retake(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    landing_dir: Path,
+    feed: Feed,
+    relpath: str,
+    *,
+    lock_dir: Path,
+    partitions_start: str,
+    pii_salt: str,
+    now: datetime | None = None,
+    dedup_window_days: int | None = None,
+) -> IngestResult:
+    """Take an ingested file in again as it is now (a producer finished it, or corrected it in place):
+    its records are validated anew, and those accepted from an earlier version are duplicates, so each
+    record is kept once. The manifest gets a row for the new version."""
+    with feed_lock(lock_dir, feed):
+        manifest = read_manifest(con, lake, feed)
+        latest = latest_versions(manifest).get(relpath)
+        path = landing_dir / feed.name / relpath
+        if latest is None:
+            raise LandingError(f"{feed.name}/{relpath}: not ingested yet; `nbo run` takes it in")
+        if not path.is_file():
+            raise LandingError(f"{feed.name}/{relpath}: no such landing file")
+        st = path.stat()
+        f = LandingFile(feed.name, path, relpath, st.st_size, st.st_mtime_ns, (latest.get("version") or 1) + 1)
+        watermark = max((m["max_event_time"] for m in manifest if m.get("max_event_time")), default=None)
+        [result] = ingest_batch(
+            con,
+            lake,
+            feed,
+            [f],
+            ingested_at=now or datetime.now(UTC),
+            partitions_start=partitions_start,
+            pii_salt=pii_salt,
+            dedup_window_days=dedup_window_days,
+            watermark=watermark,
+        )
+    return result
 
 
 def planned_dates(
@@ -1238,6 +1377,12 @@ def conservation_violations(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Fe
         quarantined = dict(
             con.execute(f"SELECT file, count(*) FROM read_parquet('{qdir}/*.parquet') GROUP BY ALL").fetchall()
         )
+    # A retaken file has a row per version: the lake and the quarantine hold the sum of its versions'.
+    new_of: dict[str, int] = {}
+    quarantined_of: dict[str, int] = {}
+    for m in manifest:
+        new_of[m["file"]] = new_of.get(m["file"], 0) + m["rows_new"]
+        quarantined_of[m["file"]] = quarantined_of.get(m["file"], 0) + m["rows_quarantined"]
     problems = []
     for m in manifest:
         f = m["file"]
@@ -1251,10 +1396,9 @@ def conservation_violations(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Fe
             problems.append(
                 f"{f}: accepted {m['rows_accepted']} != new {m['rows_new']} + duplicate {m['rows_duplicate']}"
             )
-        if stored.get(f, 0) != m["rows_new"]:
-            problems.append(f"{f}: lake holds {stored.get(f, 0)} rows, manifest says {m['rows_new']} new")
-        if quarantined.get(f, 0) != m["rows_quarantined"]:
-            problems.append(
-                f"{f}: quarantine holds {quarantined.get(f, 0)} rows, manifest says {m['rows_quarantined']}"
-            )
+    for f in sorted(new_of):
+        if stored.get(f, 0) != new_of[f]:
+            problems.append(f"{f}: lake holds {stored.get(f, 0)} rows, manifest says {new_of[f]} new")
+        if quarantined.get(f, 0) != quarantined_of[f]:
+            problems.append(f"{f}: quarantine holds {quarantined.get(f, 0)} rows, manifest says {quarantined_of[f]}")
     return problems

@@ -171,3 +171,55 @@ def test_no_raw_contact_data_reaches_the_warehouse_error_texts_included(settings
     assert "<phone>" in quarantined["customers"] and "<email>" in quarantined["customers"]
     assert "<ip>" in quarantined["customer_activity"]  # the IPv6 address too
     assert pii_in_warehouse(settings.warehouse_path) == {}
+
+
+def test_a_file_still_being_written_is_not_read_until_it_rests(tmp_path):
+    from nbo_platform.defs.resources import build_resources
+    from nbo_platform.domain.feeds import LOCATION_PINGS
+    from nbo_platform.domain.landing import list_landing_files, settling_files
+    from nbo_platform.settings import load_settings
+
+    settings = load_settings({"NBO_DATA_DIR": str(tmp_path / "data"), "NBO_LANDING_SETTLE_SECONDS": "30"})
+    drop(settings, "location_pings", "pings-1.csv", [ping(DAY1 + timedelta(hours=10))])
+    landing = build_resources(settings)["landing"]
+    assert landing.settle_seconds == 30
+    assert list_landing_files(settings.landing_dir, LOCATION_PINGS, 30) == []
+    assert [f.relpath for f in settling_files(settings.landing_dir, LOCATION_PINGS, 30)] == ["pings-1.csv"]
+    path = settings.landing_dir / "location_pings" / "pings-1.csv"
+    old = path.stat().st_mtime - 31
+    import os
+
+    os.utime(path, (old, old))
+    assert [f.relpath for f in list_landing_files(settings.landing_dir, LOCATION_PINGS, 30)] == ["pings-1.csv"]
+
+
+def test_a_file_that_changed_after_it_was_read_is_reported_and_retaken_whole(settings, run_pipeline, warehouse):
+    """A producer still writing: 2 of 4 pings read; the file grows; the change fails the check and the
+    manifest says so until `nbo retake` takes the file in, its first records kept once."""
+    from nbo_platform.cli import main as cli_main
+    from nbo_platform.defs.ingestion.checks import feed_checks
+    from nbo_platform.defs.resources import build_resources
+
+    write_reference(settings, customers=(8, 9, 10))
+    rows = [ping(DAY1 + timedelta(hours=10), customer=c) for c in (7, 8, 9, 10)]
+    drop(settings, "location_pings", "pings-1.csv", rows[:2])
+    run_pipeline()
+    drop(settings, "location_pings", "pings-1.csv", rows)  # the producer finishes the file
+    run_pipeline()
+    assert warehouse("SELECT count(*) FROM location_pings") == [(2,)]
+    [(status, error)] = warehouse(
+        "SELECT status, error FROM landing_manifest WHERE feed = 'location_pings' AND status <> 'ingested'"
+    )
+    assert status == "changed" and "nbo retake location_pings/pings-1.csv" in error
+    resources = build_resources(settings)
+    [check] = [c for c in feed_checks if "location_pings" in str(c.check_keys)][1:]
+    result = check(lake=resources["lake"], landing=resources["landing"])
+    assert not result.passed and result.metadata["changed_files"].value == 1
+
+    assert cli_main(["retake", "location_pings/pings-1.csv", "--data-dir", str(settings.data_dir)]) == 0
+    assert warehouse("SELECT count(*), count(DISTINCT customer_id) FROM location_pings") == [(4, 4)]
+    assert warehouse("SELECT version, rows_read, rows_new, rows_duplicate FROM landing_manifest "
+                     "WHERE feed = 'location_pings' AND status = 'ingested' ORDER BY version") == [
+        (1, 2, 2, 0), (2, 4, 2, 2)]  # fmt: skip
+    assert warehouse("SELECT count(*) FROM notifications WHERE reason = 'sent'") == [(4,)]
+    assert check(lake=resources["lake"], landing=resources["landing"]).passed

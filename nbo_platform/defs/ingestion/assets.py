@@ -26,6 +26,7 @@ def ingest_feed(feed: Feed, lake: Lake, landing: LandingZoneResource, log: dg.Da
         partitions_start=landing.partitions_start,
         pii_salt=landing.pii_salt,
         dedup_window_days=landing.dedup_window_days,
+        settle_seconds=landing.settle_seconds,
     )
     if log:
         for r in results:
@@ -38,9 +39,10 @@ def ingest_feed(feed: Feed, lake: Lake, landing: LandingZoneResource, log: dg.Da
             else:
                 log.error(f"{feed.name}/{r.file}: {r.status}: {mask_pii(r.error)}")
         for c in changed:
-            log.warning(
+            log.error(
                 f"{feed.name}/{c.file.relpath} changed after it was ingested (sha256 {c.ingested_sha256[:12]} -> "
-                f"{c.current_sha256[:12]}); it is not re-read. Drop the corrected file under a new name."
+                f"{c.current_sha256[:12]}): its new records are not read. Once the producer has finished it, "
+                f"take it in with `nbo retake {feed.name}/{c.file.relpath}` (records already accepted stay once)."
             )
     return con, results, changed
 

@@ -4,7 +4,7 @@ import dagster as dg
 
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource
 from nbo_platform.domain.feeds import LANDING_FEEDS, Feed
-from nbo_platform.domain.landing import conservation_violations, read_manifest, scan_landing
+from nbo_platform.domain.landing import conservation_violations, latest_versions, read_manifest, scan_landing
 from nbo_platform.duck import connect
 
 
@@ -29,19 +29,22 @@ def build_feed_checks(feed: Feed) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(
         asset=feed.table,
         name="landing_files_intact",
-        description="No landing file changed after it was ingested, and every file could be read. "
-        "A changed file is not re-read: drop the corrected file under a new name.",
+        description="No landing file changed after it was ingested (or while it was read), and every file "
+        "could be read. A changed file's new records are not read until `nbo retake <feed>/<file>` takes it in "
+        "again (records already accepted stay once); a changed file fails the check, an unreadable one warns.",
     )
     def landing_files_intact(lake: LakeResource, landing: LandingZoneResource) -> dg.AssetCheckResult:
         con = connect()
         the_lake = lake.lake()
         _, changed = scan_landing(con, the_lake, landing.landing_dir, feed)
-        unreadable = [m for m in read_manifest(con, the_lake, feed) if m["status"] != "ingested"]
+        unreadable = [
+            m for m in latest_versions(read_manifest(con, the_lake, feed)).values() if m["status"] == "unreadable"
+        ]
         lines = [f"changed after ingestion: {c.file.relpath}" for c in changed]
         lines += [f"unreadable: {m['file']}: {m['error']}" for m in unreadable]
         return dg.AssetCheckResult(
             passed=not lines,
-            severity=dg.AssetCheckSeverity.WARN,
+            severity=dg.AssetCheckSeverity.ERROR if changed else dg.AssetCheckSeverity.WARN,
             metadata={
                 "changed_files": len(changed),
                 "unreadable_files": len(unreadable),

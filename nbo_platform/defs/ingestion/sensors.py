@@ -16,7 +16,7 @@ import dagster as dg
 from nbo_platform.built_from import STEPS, credits_next_day, fingerprint, stale_partitions
 from nbo_platform.defs.resources import LakeResource, LandingZoneResource
 from nbo_platform.domain.feeds import LANDING_FEEDS
-from nbo_platform.domain.landing import planned_dates, scan_landing
+from nbo_platform.domain.landing import CHANGED, latest_versions, planned_dates, read_manifest, scan_landing
 from nbo_platform.domain.policy import PolicyError, load_policy
 from nbo_platform.duck import connect
 from nbo_platform.lake import Lake
@@ -79,7 +79,21 @@ def plan_landing_runs(
     ping_dates: set[str] = set()
     transaction_dates: set[str] = set()
     for name, feed in LANDING_FEEDS.items():
-        pending, _ = scan_landing(con, lake, landing.landing_dir, feed)
+        manifest = read_manifest(con, lake, feed)
+        pending, changed = scan_landing(
+            con, lake, landing.landing_dir, feed, manifest=manifest, settle_seconds=landing.settle_seconds
+        )
+        latest = latest_versions(manifest)
+        for c in changed:
+            # A file changed after it was ingested: a run of its feed records the change (its manifest row
+            # and the failing check) once; its new records wait for `nbo retake`.
+            row = latest[c.file.relpath]
+            token = file_token(name, c.file.relpath, c.file.size, c.file.mtime_ns)
+            if row["status"] != CHANGED and not (skip and token in skip):
+                d = min(row.get("dates") or [now.date().isoformat()])
+                run = runs.setdefault(d, PlannedRun(d))
+                run.assets.add(feed.table)
+                run.files.add(token)
         tokens = {f.relpath: file_token(name, f.relpath, f.size, f.mtime_ns) for f in pending}
         pending = [f for f in pending if not (skip and tokens[f.relpath] in skip)]
         for relpath, dates in planned_dates(con, pending, feed, now).items():
