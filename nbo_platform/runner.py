@@ -7,10 +7,12 @@ ingested files are not read twice and every asset rewrites its partitions whole.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,12 +98,41 @@ def wait_for_settling(landing: LandingZoneResource, echo: Callable[[str], None] 
         time.sleep(wait)
 
 
+@contextmanager
+def one_run_at_a_time(settings: Settings, echo: Callable[[str], None] = print) -> Iterator[None]:
+    """``nbo run`` one at a time per data dir: a second one waits for the first (instead of both creating
+    the same new lake, instance and warehouse at once and one failing on the other's half-made files)."""
+    lock_dir = settings.state_dir / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "nbo-run.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            echo(f"nbo run: another nbo run is processing {settings.data_dir}; waiting for it to finish")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def run_pipeline(
     settings: Settings,
     *,
     instance: dg.DagsterInstance | None = None,
     echo: Callable[[str], None] = print,
     log_level: str = "WARNING",
+) -> RunReport:
+    with one_run_at_a_time(settings, echo):
+        return _run_pipeline(settings, instance=instance, echo=echo, log_level=log_level)
+
+
+def _run_pipeline(
+    settings: Settings,
+    *,
+    instance: dg.DagsterInstance | None,
+    echo: Callable[[str], None],
+    log_level: str,
 ) -> RunReport:
     landing: LandingZoneResource = build_resources(settings)["landing"]
     lake = Lake(settings.lake_uri, settings.parquet_version)

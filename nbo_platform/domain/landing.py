@@ -212,6 +212,8 @@ def _jsonl_file_lines(path: Path) -> tuple[pa.Array, pa.Array, pa.Array]:
         ends = np.append(ends, data.size)  # ... the last one maybe at the end of the file
     offsets = np.zeros(ends.size + 1, dtype=np.int64)
     offsets[1:] = ends
+    if data[:3].tobytes() == b"\xef\xbb\xbf":  # a UTF-8 byte order mark is no part of the first record
+        offsets[0] = 3
     raw = pa.LargeStringArray.from_buffers(ends.size, pa.py_buffer(offsets), buffer)
     raw.validate(full=True)
     return _path_column(path, ends.size), pa.array(np.arange(1, ends.size + 1, dtype=np.int64)), raw
@@ -1338,6 +1340,12 @@ def load_reference(
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * EXCLUDE (_reason, _raw) FROM {view}_validated "
         "WHERE _reason IS NULL"
+    )
+    # Rows rejected after the schema (a check of ``row_checks``, a repeated key) keep their record too.
+    cols = ", ".join(c.name for c in feed.columns)
+    con.execute(
+        f"UPDATE {view}_validated SET _raw = to_json(struct_pack({cols}))::VARCHAR "
+        "WHERE _reason IS NOT NULL AND _raw IS NULL"
     )
     rel = os.path.relpath(path, path.parent.parent)
     quarantined = _write_quarantine(

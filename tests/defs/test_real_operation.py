@@ -223,3 +223,52 @@ def test_a_file_that_changed_after_it_was_read_is_reported_and_retaken_whole(set
         (1, 2, 2, 0), (2, 4, 2, 2)]  # fmt: skip
     assert warehouse("SELECT count(*) FROM notifications WHERE reason = 'sent'") == [(4,)]
     assert check(lake=resources["lake"], landing=resources["landing"]).passed
+
+
+def test_a_reference_change_applies_whole_or_not_at_all(settings, run_pipeline, warehouse):
+    write_reference(settings)
+    run_pipeline()
+    before = warehouse("SELECT ally_name FROM allies")
+    (settings.reference_dir / "allies.csv").write_text("ally_id,ally_name,category\n1,Renamed,coffee\n")
+    (settings.reference_dir / "policy.yaml").write_text("cooldown_minuts: 30\n")  # a typo
+    with pytest.raises(Exception, match="cooldown_minuts"):
+        run_pipeline()
+    assert warehouse("SELECT ally_name FROM allies") == before  # nothing of the change applied
+
+
+def test_two_nbo_runs_at_once_on_a_new_data_dir_both_succeed(settings, warehouse):
+    import threading
+
+    import dagster as dg
+
+    from nbo_platform.runner import run_pipeline
+
+    write_reference(settings)
+    drop(settings, "location_pings", "pings-1.csv", [ping(DAY1 + timedelta(hours=10))])
+    errors, said = [], []
+
+    def run():
+        try:
+            run_pipeline(settings, instance=dg.DagsterInstance.ephemeral(), echo=said.append)
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert any("another nbo run" in s for s in said)
+    assert warehouse("SELECT reason FROM notifications") == [("sent",)]
+    assert len(outbox_ids(settings)) == 1
+
+
+def test_rejected_store_rows_keep_their_record(settings, run_pipeline, warehouse):
+    write_reference(settings)
+    with open(settings.reference_dir / "stores.csv", "a") as fh:
+        fh.write("12,99,Unknown ally store,4.6,-74.0,100\n10,1,Repeated id,4.6,-74.0,100\n")
+    run_pipeline()
+    rows = warehouse("SELECT reason, raw FROM quarantine WHERE feed = 'reference/stores' ORDER BY line")
+    assert len(rows) == 2 and all(raw for _, raw in rows), rows
+    assert "Unknown ally store" in rows[0][1] and "Repeated id" in rows[1][1]

@@ -825,3 +825,11 @@ def test_time_bound_offers_the_watermark_of_a_file_is_the_latest_event_time_of_t
                      ("5.jsonl", "11:00")]  # fmt: skip
     manifest = {m["file"]: m for m in read_manifest(con, lake, LOCATION_PINGS)}
     assert manifest["3.jsonl"]["min_event_time"].strftime("%H:%M") == "09:00"
+
+
+def test_a_utf8_byte_order_mark_is_no_part_of_the_first_record(settings, lake, con):
+    path = settings.landing_dir / "customer_activity" / "bom.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(activity(1)) + "\n" + json.dumps(activity(2)) + "\n").encode())
+    [r], _ = ingest(settings, lake, con)
+    assert (r.rows_read, r.rows_new, r.rows_quarantined) == (2, 2, 0)

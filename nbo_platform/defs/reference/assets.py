@@ -18,6 +18,19 @@ from nbo_platform.domain.rules import DEFAULT_RULES_PATH, lint, load_rules, rule
 from nbo_platform.duck import connect
 
 RULES_SNAPSHOT = "nbo_rules.yaml"
+POLICY_SNAPSHOT = "policy.yaml"
+
+
+def reference_is_consistent(landing: LandingZoneResource) -> None:
+    """Raise if a reference file that would fail its own asset is broken (the policy, the rules), before
+    any reference asset writes: a reference change applies whole or not at all. Every reference asset
+    calls it first, so a typo in ``policy.yaml`` leaves the offers, rules and allies as they were."""
+    policy_path = landing.reference_dir / POLICY_SNAPSHOT
+    if policy_path.exists():
+        parse_policy(policy_path.read_text(), source=str(policy_path))  # PolicyError names the key
+    rules_path = landing.reference_dir / RULES_SNAPSHOT
+    if rules_path.exists():
+        load_rules(rules_path)  # RulesError names the file and the rule
 
 
 def _preview(con, sql: str, limit: int = 10) -> dg.MarkdownMetadataValue:
@@ -31,6 +44,7 @@ def _preview(con, sql: str, limit: int = 10) -> dg.MarkdownMetadataValue:
     description="The offers the bank can make (`reference/offers`): offer_id, offer_name, offer_url.",
 )
 def offers(lake: LakeResource, warehouse: WarehouseResource, landing: LandingZoneResource) -> dg.MaterializeResult:
+    reference_is_consistent(landing)
     path = find_reference_file(landing.reference_dir, "offers")
     if path is None:
         raise FileNotFoundError(f"{landing.reference_dir}: no offers file (offers.csv, .parquet or .jsonl)")
@@ -64,6 +78,7 @@ def offers(lake: LakeResource, warehouse: WarehouseResource, landing: LandingZon
 def nbo_rules(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.MaterializeResult:
+    reference_is_consistent(landing)
     source = landing.reference_dir / "nbo_rules.yaml"
     if not source.exists():
         context.log.info(f"{source} not found: using the shipped default rules")
@@ -109,6 +124,7 @@ def nbo_rules(
     "valid at the event's time. Holds contact data for delivery; the warehouse view shows only hashes.",
 )
 def customers(lake: LakeResource, warehouse: WarehouseResource, landing: LandingZoneResource) -> dg.MaterializeResult:
+    reference_is_consistent(landing)
     con, the_lake = connect(), lake.lake()
     path = find_reference_file(landing.reference_dir, "customers")
     snapshot = None
@@ -169,6 +185,7 @@ def _content_version(con, the_lake, feed: Feed) -> dg.DataVersion:
 
 
 def _load_reference_table(context, feed: Feed, lake: LakeResource, warehouse: WarehouseResource, landing, checks):
+    reference_is_consistent(landing)
     path = find_reference_file(landing.reference_dir, feed.table)
     con, the_lake = connect(), lake.lake()
     if path is None:
@@ -260,8 +277,6 @@ def campaigns(
     )[2]
 
 
-POLICY_SNAPSHOT = "policy.yaml"
-
 
 @dg.asset(
     group_name="reference",
@@ -273,6 +288,7 @@ POLICY_SNAPSHOT = "policy.yaml"
     "the lake for the runs that follow.",
 )
 def policy(context: dg.AssetExecutionContext, lake: LakeResource, landing: LandingZoneResource) -> dg.MaterializeResult:
+    reference_is_consistent(landing)
     source = landing.reference_dir / POLICY_SNAPSHOT
     text = source.read_text() if source.exists() else ""
     parsed = parse_policy(text, source=str(source))  # raises PolicyError naming the key
