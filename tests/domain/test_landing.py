@@ -72,7 +72,8 @@ def consenting(lake, con, versions=((1, None, True),)) -> None:
     lake.write(
         con,
         f"SELECT customer_id, valid_from, lead(valid_from) OVER (PARTITION BY customer_id ORDER BY valid_from) "
-        f"AS valid_to, location_opt_in FROM (VALUES {rows}) t(customer_id, valid_from, location_opt_in)",
+        f"AS valid_to, location_opt_in, NULL::VARCHAR AS email, NULL::VARCHAR AS phone "
+        f"FROM (VALUES {rows}) t(customer_id, valid_from, location_opt_in)",
         lake.table_dir("customers") / "customers.parquet",
     )
 
