@@ -69,6 +69,34 @@ def cmd_retake(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_purge_unconsented(args: argparse.Namespace) -> int:
+    """One-off, for a lake written before consent at ingestion: remove the pings of customers without
+    location consent at the ping's time, rebuild the geofence hits of the dates they touched and after
+    (hits hold coordinates), then run. Decisions already made stay: they hold no coordinates."""
+    settings = _settings(args)
+    import shutil
+
+    from nbo_platform.domain.feeds import LOCATION_PINGS
+    from nbo_platform.domain.landing import purge_unconsented
+    from nbo_platform.duck import connect
+    from nbo_platform.lake import Lake
+    from nbo_platform.runner import dagster_instance, run_pipeline
+
+    lake = Lake(settings.lake_uri, settings.parquet_version)
+    removed = purge_unconsented(connect(), lake, LOCATION_PINGS, lock_dir=settings.state_dir / "locks")
+    if removed:
+        first = min(removed)
+        for table in ("geofence_hits", "geofence_state"):  # the state carries into the days after
+            for d in lake.dates(table):
+                if d >= first:
+                    shutil.rmtree(lake.partition_dir(table, d))
+    for d, n in sorted(removed.items()):
+        print(f"nbo purge-unconsented: {d}: {n:,} ping(s) without location consent removed")
+    print(f"nbo purge-unconsented: {sum(removed.values()):,} ping(s) removed in all; rebuilding the geofence hits")
+    run_pipeline(settings, instance=dagster_instance(settings))
+    return EXIT_OK
+
+
 def _print_generated(report) -> None:
     rows = ", ".join(f"{k} {v:,}" for k, v in report.rows.items())
     bad = ", ".join(f"{k} {v:,}" for k, v in report.malformed.items() if v)
@@ -222,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     with_data_dir(sub.add_parser("run", help="process every pending landing file through every asset")).set_defaults(
         func=cmd_run
     )
+    with_data_dir(
+        sub.add_parser(
+            "purge-unconsented",
+            help="one-off for a lake written before consent at ingestion: remove the pings of customers without "
+            "location consent and rebuild the geofence hits",
+        )
+    ).set_defaults(func=cmd_purge_unconsented)
     retake_p = with_data_dir(
         sub.add_parser(
             "retake",

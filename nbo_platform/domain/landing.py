@@ -524,6 +524,8 @@ def latest_versions(manifest: list[dict]) -> dict[str, dict]:
     when there is one (written after the version was ingested)."""
     latest: dict[str, dict] = {}
     for m in manifest:
+        if m["status"] == PURGED:
+            continue
         key = (m.get("version") or 1, m["status"] == CHANGED, m["ingested_at"])
         old = latest.get(m["file"])
         if old is None or key > (old.get("version") or 1, old["status"] == CHANGED, old["ingested_at"]):
@@ -1133,6 +1135,66 @@ def _record_changed(
     con.unregister("changed_row")
 
 
+PURGED = "purged"
+
+
+def purge_unconsented(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, *, lock_dir: Path) -> dict[str, int]:
+    """Remove from a lake written before v2 the rows that consent at ingestion would have discarded (the
+    pings of customers without location consent at the ping's time, by the customer history as it is
+    now). Each fragment is rewritten without them; the manifest gets a ``purged`` row per file, with the
+    rows removed as ``rows_discarded``, so the counts still add up. Returns the rows removed per date."""
+    if not feed.needs_location_consent:
+        return {}
+    removed: dict[str, int] = {}
+    per_file: dict[str, int] = {}
+    with feed_lock(lock_dir, feed):
+        for d in lake.dates(feed.table):
+            for path in lake.partition_files(feed.table, d):
+                rows = f"SELECT * FROM read_parquet('{path}')"
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE purge_keys AS "
+                    + unconsented_sql(customer_versions_of(lake), f"SELECT customer_id, event_time FROM ({rows})")
+                )
+                gone = dict(
+                    con.execute(
+                        f"SELECT source_file, count(*) FROM ({rows}) "
+                        "SEMI JOIN purge_keys USING (customer_id, event_time) GROUP BY ALL"
+                    ).fetchall()
+                )
+                if not gone:
+                    continue
+                lake.write(con, f"SELECT * FROM ({rows}) ANTI JOIN purge_keys USING (customer_id, event_time)", path)
+                removed[d] = removed.get(d, 0) + sum(gone.values())
+                for f, n in gone.items():
+                    per_file[f] = per_file.get(f, 0) + n
+        if per_file:
+            latest = latest_versions(read_manifest(con, lake, feed))
+            at = datetime.now(UTC)
+            rows = [
+                {**{k: v for k, v in latest[f].items()}, "status": PURGED, "batch_id": None,
+                 **dict.fromkeys(_COUNTS, 0), "rows_discarded": n, "discard_reason": NO_LOCATION_CONSENT,
+                 "error": f"{n} ping(s) without location consent removed by `nbo purge-unconsented`",
+                 "dates": [], "ingested_at": at}
+                for f, n in sorted(per_file.items())
+            ]  # fmt: skip
+            stamp = pa.timestamp("us", "UTC")
+            table = pa.Table.from_pylist(rows)
+            table = table.cast(
+                pa.schema(
+                    [
+                        pa.field(n, stamp if n in ("ingested_at", "min_event_time", "max_event_time", "watermark")
+                                 else pa.list_(pa.string()) if n == "dates" else pa.string() if t == pa.null() else t)
+                        for n, t in zip(table.schema.names, table.schema.types, strict=True)
+                    ]
+                )
+            )  # fmt: skip
+            con.register("purged_rows", table)
+            target = lake.table_dir(MANIFEST_TABLE) / feed.name / f"purged-{at.strftime('%Y%m%dT%H%M%S%f')}.parquet"
+            lake.write(con, "SELECT * FROM purged_rows", target)
+            con.unregister("purged_rows")
+    return removed
+
+
 def retake(
     con: duckdb.DuckDBPyConnection,
     lake: Lake,
@@ -1371,7 +1433,9 @@ def conservation_violations(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Fe
     For every file: read = accepted + quarantined + discarded, accepted = new + duplicate, the lake holds exactly
     ``rows_new`` rows from it and the quarantine exactly ``rows_quarantined``.
     """
-    manifest = [m for m in read_manifest(con, lake, feed) if m["status"] == "ingested"]
+    everything = read_manifest(con, lake, feed)
+    manifest = [m for m in everything if m["status"] == "ingested"]
+    purged = [m for m in everything if m["status"] == PURGED]
     if not manifest:
         return []
     stored: dict[str, int] = {}
@@ -1391,6 +1455,8 @@ def conservation_violations(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Fe
     for m in manifest:
         new_of[m["file"]] = new_of.get(m["file"], 0) + m["rows_new"]
         quarantined_of[m["file"]] = quarantined_of.get(m["file"], 0) + m["rows_quarantined"]
+    for m in purged:  # rows a purge removed from the lake since
+        new_of[m["file"]] = new_of.get(m["file"], 0) - (m.get("rows_discarded") or 0)
     problems = []
     for m in manifest:
         f = m["file"]

@@ -7,7 +7,7 @@ import pytest
 
 from nbo_platform.domain.delivery import LocalOutbox
 from nbo_platform.lake import Lake
-from tests.defs.scenario import CUSTOMERS_HEADER, DAY1, drop, pii_in_warehouse, ping, write_reference
+from tests.defs.scenario import CUSTOMERS_HEADER, DAY1, customer_row, drop, pii_in_warehouse, ping, write_reference
 
 pytestmark = pytest.mark.e2e
 
@@ -272,3 +272,28 @@ def test_rejected_store_rows_keep_their_record(settings, run_pipeline, warehouse
     rows = warehouse("SELECT reason, raw FROM quarantine WHERE feed = 'reference/stores' ORDER BY line")
     assert len(rows) == 2 and all(raw for _, raw in rows), rows
     assert "Unknown ally store" in rows[0][1] and "Repeated id" in rows[1][1]
+
+
+def test_consent_at_ingestion_purge_removes_unconsented_pings_a_lake_already_holds(settings, run_pipeline, warehouse):
+    from nbo_platform.cli import main as cli_main
+    from nbo_platform.defs.ingestion.checks import feed_checks
+    from nbo_platform.defs.resources import build_resources
+    from nbo_platform.domain.feeds import LOCATION_PINGS
+    from nbo_platform.domain.landing import unconsented_sql
+
+    write_reference(settings, customers=(8,))
+    drop(settings, "location_pings", "pings-1.csv", [ping(DAY1 + timedelta(hours=h), customer=c) for c in (7, 8)
+                                                     for h in (10, 12)])  # fmt: skip
+    run_pipeline()
+    # A lake written before consent at ingestion: customer 8 turns out never to have consented.
+    ref = settings.reference_dir / "customers.csv"
+    ref.write_text(ref.read_text().replace(customer_row(8), customer_row(8, location_opt_in=False)))
+    run_pipeline()
+    assert warehouse("SELECT count(*) FROM location_pings WHERE customer_id = 8") == [(2,)]
+    assert LOCATION_PINGS.needs_location_consent and unconsented_sql
+    assert cli_main(["purge-unconsented", "--data-dir", str(settings.data_dir)]) == 0
+    assert warehouse("SELECT DISTINCT customer_id FROM location_pings") == [(7,)]
+    assert warehouse("SELECT DISTINCT customer_id FROM geofence_hits") == [(7,)]
+    resources = build_resources(settings)
+    [conserved] = [c for c in feed_checks if "location_pings" in str(c.check_keys)][:1]
+    assert conserved(lake=resources["lake"]).passed

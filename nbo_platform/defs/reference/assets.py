@@ -277,7 +277,6 @@ def campaigns(
     )[2]
 
 
-
 @dg.asset(
     group_name="reference",
     kinds={"yaml"},
