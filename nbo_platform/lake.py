@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import duckdb
+
+T = TypeVar("T")
 
 
 class UnsupportedLakeURI(ValueError):
@@ -116,6 +119,38 @@ class Lake:
             if tmp.exists():
                 tmp.unlink()
         return rows
+
+    def append(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        query: str,
+        table: str,
+        date: str,
+        prefix: str,
+        key: str,
+        inspect: Callable[[str], T] | None = None,
+    ) -> tuple[int, T | None]:
+        """Add a query's rows to a partition as a new file, never touching its other files.
+
+        The rows' ``key`` values are new to the partition (the caller leaves out those it holds), so the
+        smallest of them names the file uniquely: ``<prefix>-<smallest key>-<rows>.parquet``, and the same
+        rows again the same name. ``inspect(relation)`` reads the staged rows before they are placed.
+        Returns the rows added (0: no file) and what ``inspect`` returned.
+        """
+        staged = self.root / ".staging" / f"{table}-{uuid.uuid4().hex}.parquet"
+        try:
+            n = self.write(con, query, staged)
+            if not n:
+                return 0, None
+            relation = f"read_parquet('{staged}')"
+            seen = inspect(relation) if inspect else None
+            (first,) = con.execute(f"SELECT min({key}) FROM {relation}").fetchone()
+            target = self.partition_dir(table, date) / f"{prefix}-{first}-{n}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+        finally:
+            staged.unlink(missing_ok=True)
+        return n, seen
 
     def write_partitioned(
         self,

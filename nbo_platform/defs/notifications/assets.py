@@ -6,7 +6,6 @@ notification is never revoked, changed or sent again, however often a partition 
 """
 
 import math
-import os
 import uuid
 from datetime import date as Date
 from datetime import timedelta
@@ -106,23 +105,18 @@ def decide_date(con, lake: Lake, date: str, policy) -> dict:
         prior_notified=prior_sql,
         expired=expired_sql(con, lake, date, policy),
     )
-    # The decisions are computed once, straight into a staged file. A run decides only entries without
-    # a decision, so its set of ids is disjoint from every earlier run's of the date: its smallest id
-    # names its file uniquely (and the same run again, identically).
-    staged = lake.root / ".staging" / f"notifications-{uuid.uuid4().hex}.parquet"
-    try:
-        n = lake.write(con, f"SELECT * FROM ({decisions}) WHERE date = DATE {sql_literal(date)}", staged)
-        if not n:
-            return {}
-        done = f"read_parquet('{staged}')"
-        (first_id,) = con.execute(f"SELECT min(notification_id) FROM {done}").fetchone()
-        by_reason = dict(con.execute(f"SELECT reason, count(*) FROM {done} GROUP BY ALL").fetchall())
-        target = lake.partition_dir("notifications", date) / f"decisions-{first_id}-{n}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, target)
-    finally:
-        staged.unlink(missing_ok=True)
-    return by_reason
+    # The decisions are computed once, straight into a new file of the date (a run decides only entries
+    # without a decision, so its ids are new to the date).
+    _, by_reason = lake.append(
+        con,
+        f"SELECT * FROM ({decisions}) WHERE date = DATE {sql_literal(date)}",
+        "notifications",
+        date,
+        "decisions",
+        "notification_id",
+        lambda done: dict(con.execute(f"SELECT reason, count(*) FROM {done} GROUP BY ALL").fetchall()),
+    )
+    return by_reason or {}
 
 
 @dg.asset(
@@ -201,18 +195,9 @@ def freeze_all_notifications(con, lake: Lake, date: str) -> int:
     new = f"SELECT * FROM {source}"
     if written:
         new += f" WHERE notification_id NOT IN (SELECT notification_id FROM {written})"
-    staged = lake.root / ".staging" / f"all_notifications-{uuid.uuid4().hex}.parquet"
-    try:
-        n = lake.write(con, all_notifications_sql(lake, f"({new})"), staged)
-        if not n:
-            return 0
-        # The new ids are disjoint from every earlier file's: the smallest names the file uniquely.
-        (first_id,) = con.execute(f"SELECT min(notification_id) FROM read_parquet('{staged}')").fetchone()
-        target = lake.partition_dir("all_notifications", date) / f"sent-{first_id}-{n}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, target)
-    finally:
-        staged.unlink(missing_ok=True)
+    n, _ = lake.append(
+        con, all_notifications_sql(lake, f"({new})"), "all_notifications", date, "sent", "notification_id"
+    )
     return n
 
 
