@@ -1087,17 +1087,51 @@ def ingest_pending(
             )
             last = max((r.max_event_time for r in results if r.max_event_time), default=None)
             watermark = last if watermark is None or (last and last > watermark) else watermark
-            # A file written to while it was read: what was read stays, the change is recorded at once.
-            for f in batch:
-                st = f.path.stat() if f.path.exists() else None
-                if st is None or (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
-                    _, now_changed = scan_landing(con, lake, landing_dir, feed)
-                    for c in now_changed:
-                        if c.file.relpath == f.relpath:
-                            row = latest_versions(read_manifest(con, lake, feed))[f.relpath]
-                            _record_changed(con, lake, feed, row, c, now or datetime.now(UTC))
-                            changed.append(c)
+            # Files written to while they were read: what was read stays, the change is recorded at once.
+            moved = {f.relpath for f in batch if _moved(f)}
+            if moved:
+                manifest = read_manifest(con, lake, feed)
+                latest = latest_versions(manifest)
+                for c in scan_landing(con, lake, landing_dir, feed, manifest=manifest)[1]:
+                    if c.file.relpath in moved and latest[c.file.relpath]["status"] != CHANGED:
+                        _record_changed(con, lake, feed, latest[c.file.relpath], c, now or datetime.now(UTC))
+                        changed.append(c)
     return results, changed
+
+
+def _moved(f: LandingFile) -> bool:
+    """Whether a file's size or modification time differs from when it was listed."""
+    try:
+        st = f.path.stat()
+    except FileNotFoundError:
+        return True
+    return (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns)
+
+
+_STAMP = pa.timestamp("us", "UTC")
+_MANIFEST_TYPES = {
+    "dates": pa.list_(pa.string()),
+    **dict.fromkeys(("ingested_at", "min_event_time", "max_event_time", "watermark"), _STAMP),
+    **dict.fromkeys(("mtime_ns", "size_bytes", "version"), pa.int64()),
+}
+
+
+def _write_manifest_rows(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, rows: list[dict], name: str) -> None:
+    """Manifest rows made after ingestion (a ``changed`` or ``purged`` record) as one more manifest file,
+    typed as the ingestion's own rows (a missing value is not left without a type)."""
+    schema = pa.schema(
+        [
+            (
+                k,
+                _MANIFEST_TYPES.get(k)
+                or (pa.int64() if isinstance(v, int) and not isinstance(v, bool) else pa.string()),
+            )
+            for k, v in rows[0].items()
+        ]
+    )
+    con.register("manifest_extra", pa.Table.from_pylist(rows, schema=schema))
+    lake.write(con, "SELECT * FROM manifest_extra", lake.table_dir(MANIFEST_TABLE) / feed.name / f"{name}.parquet")
+    con.unregister("manifest_extra")
 
 
 def _record_changed(
@@ -1107,7 +1141,7 @@ def _record_changed(
     on it until the file is taken in again with ``nbo retake``)."""
     f = change.file
     record = {
-        **{k: v for k, v in row.items() if k not in ("batch_id",)},
+        **row,
         "batch_id": None,
         "size_bytes": f.size,
         "mtime_ns": f.mtime_ns,
@@ -1120,19 +1154,7 @@ def _record_changed(
         f"{change.current_sha256[:12]}): its new records are not read until `nbo retake {feed.name}/{f.relpath}`",
         "ingested_at": at,
     }
-    stamp = pa.timestamp("us", "UTC")
-    types = {"dates": pa.list_(pa.string()), "ingested_at": stamp, "min_event_time": stamp, "max_event_time": stamp,
-             "watermark": stamp, "mtime_ns": pa.int64(), "size_bytes": pa.int64(), "version": pa.int64()}  # fmt: skip
-    schema = pa.schema(
-        [
-            (k, types.get(k) or (pa.int64() if isinstance(v, int) and not isinstance(v, bool) else pa.string()))
-            for k, v in record.items()
-        ]
-    )
-    con.register("changed_row", pa.Table.from_pylist([record], schema=schema))
-    target = lake.table_dir(MANIFEST_TABLE) / feed.name / f"changed-{f.file_id}-{change.current_sha256[:12]}.parquet"
-    lake.write(con, "SELECT * FROM changed_row", target)
-    con.unregister("changed_row")
+    _write_manifest_rows(con, lake, feed, [record], f"changed-{f.file_id}-{change.current_sha256[:12]}")
 
 
 PURGED = "purged"
@@ -1171,27 +1193,13 @@ def purge_unconsented(con: duckdb.DuckDBPyConnection, lake: Lake, feed: Feed, *,
             latest = latest_versions(read_manifest(con, lake, feed))
             at = datetime.now(UTC)
             rows = [
-                {**{k: v for k, v in latest[f].items()}, "status": PURGED, "batch_id": None,
-                 **dict.fromkeys(_COUNTS, 0), "rows_discarded": n, "discard_reason": NO_LOCATION_CONSENT,
+                {**latest[f], "status": PURGED, "batch_id": None, **dict.fromkeys(_COUNTS, 0),
+                 "rows_discarded": n, "discard_reason": NO_LOCATION_CONSENT,
                  "error": f"{n} ping(s) without location consent removed by `nbo purge-unconsented`",
                  "dates": [], "ingested_at": at}
                 for f, n in sorted(per_file.items())
             ]  # fmt: skip
-            stamp = pa.timestamp("us", "UTC")
-            table = pa.Table.from_pylist(rows)
-            table = table.cast(
-                pa.schema(
-                    [
-                        pa.field(n, stamp if n in ("ingested_at", "min_event_time", "max_event_time", "watermark")
-                                 else pa.list_(pa.string()) if n == "dates" else pa.string() if t == pa.null() else t)
-                        for n, t in zip(table.schema.names, table.schema.types, strict=True)
-                    ]
-                )
-            )  # fmt: skip
-            con.register("purged_rows", table)
-            target = lake.table_dir(MANIFEST_TABLE) / feed.name / f"purged-{at.strftime('%Y%m%dT%H%M%S%f')}.parquet"
-            lake.write(con, "SELECT * FROM purged_rows", target)
-            con.unregister("purged_rows")
+            _write_manifest_rows(con, lake, feed, rows, f"purged-{at.strftime('%Y%m%dT%H%M%S%f')}")
     return removed
 
 

@@ -834,3 +834,21 @@ def test_a_utf8_byte_order_mark_is_no_part_of_the_first_record(settings, lake, c
     path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(activity(1)) + "\n" + json.dumps(activity(2)) + "\n").encode())
     [r], _ = ingest(settings, lake, con)
     assert (r.rows_read, r.rows_new, r.rows_quarantined) == (2, 2, 0)
+
+
+def test_a_file_written_to_while_it_is_read_is_recorded_as_changed_at_once(settings, lake, con, monkeypatch):
+    from nbo_platform.domain import landing
+
+    path = write_jsonl(settings.landing_dir / "customer_activity" / "a.jsonl", [activity(1)])
+    real = landing._write_manifest
+
+    def producer_goes_on(*args, **kwargs):
+        with open(path, "a") as fh:  # the producer appends while the pass is under way
+            fh.write(json.dumps(activity(2)) + "\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(landing, "_write_manifest", producer_goes_on)
+    [r], changed = ingest(settings, lake, con)
+    assert r.rows_new == 1 and [c.file.relpath for c in changed] == ["a.jsonl"]
+    statuses = sorted(m["status"] for m in read_manifest(con, lake, CUSTOMER_ACTIVITY))
+    assert statuses == ["changed", "ingested"]
